@@ -1,0 +1,59 @@
+//! The HTTP face of the payment service (axum): routes, request tracing and
+//! the operational endpoints. Handlers translate HTTP to use cases and back;
+//! they hold no business rule and no SQL.
+
+mod health;
+mod observability;
+
+use std::sync::Arc;
+
+use axum::http::HeaderName;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use payment_application::HealthProbe;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Everything `/health/ready` checks.
+    pub probes: Arc<[Arc<dyn HealthProbe>]>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.probes.iter().map(|p| p.name()).collect();
+        f.debug_struct("ApiState")
+            .field("probes", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: ApiState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(health::routes())
+        .with_state(state)
+        .layer(axum::middleware::from_fn(observability::track_requests))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |request: &axum::http::Request<axum::body::Body>| {
+                let request_id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!(
+                    "http",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id,
+                )
+            },
+        ))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}

@@ -1,0 +1,142 @@
+//! The ports: what the use cases need from the outside world, as small traits
+//! with written contracts. Adapters in `payment-infra` implement them; use
+//! cases are generic over them and wired once in the binary.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use payment_domain::{OrderId, Payment, PaymentEvent, PaymentId, PaymentTransaction};
+use uuid::Uuid;
+
+/// Everything one command changes, persisted atomically by
+/// [`PaymentRepository::commit`]: all of it, or none of it.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// New events for one payment's stream, with the state they fold to.
+    pub append: Option<Append>,
+    /// Gateway interactions created or settled by the command (upserted by id).
+    pub transactions: Vec<PaymentTransaction>,
+    /// Integration events to publish, in order.
+    pub outbox: Vec<OutboxMessage>,
+    /// What triggered the command, recorded so it is never applied twice.
+    pub inbox: Option<InboxEntry>,
+}
+
+/// Events appended to a payment's stream, optimistically: they follow
+/// `expected_version`, or the commit fails with [`StoreError::Conflict`].
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// The version the caller's decision was based on (0 for a new payment).
+    pub expected_version: u64,
+    pub events: Vec<PaymentEvent>,
+    /// The state after `events` (written to the `payments` projection).
+    pub state: Payment,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A message that triggered a command: a Kafka message id per consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    /// Who handled it (e.g. the topic), so two consumers of one id do not clash.
+    pub consumer: String,
+    pub message_id: String,
+}
+
+/// An integration event waiting in the outbox (Debezium Outbox Event Router
+/// columns): `topic` is the `aggregatetype`, `key` the `aggregateid`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    /// The event id consumers deduplicate on.
+    pub id: Uuid,
+    pub topic: String,
+    pub key: String,
+    pub event_type: String,
+    /// The CloudEvent, structured mode.
+    pub payload: serde_json::Value,
+    pub traceparent: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Why a commit or a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else appended to the stream after `expected_version` was read:
+    /// nothing was written; decide again on fresh state.
+    #[error("payment {payment_id} changed concurrently (expected version {expected_version})")]
+    Conflict {
+        payment_id: PaymentId,
+        expected_version: u64,
+    },
+    /// Another payment already exists for this order: nothing was written.
+    #[error("order {0} already has a payment")]
+    DuplicateOrder(OrderId),
+    /// The triggering message was already handled: nothing was written.
+    #[error("message {} was already processed by {}", .0.message_id, .0.consumer)]
+    AlreadyProcessed(InboxEntry),
+    /// The store could not answer (down, timed out, or a bug); nothing is
+    /// known to be written. Retrying later is safe.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// The payments' event store, projection, transactions, outbox and inbox.
+pub trait PaymentRepository: Send + Sync + 'static {
+    /// The current state of a payment, folded from its events.
+    ///
+    /// # Errors
+    /// [`StoreError::Unexpected`] when the store cannot be read or a stream
+    /// does not replay.
+    fn load(
+        &self,
+        id: PaymentId,
+    ) -> impl Future<Output = Result<Option<Payment>, StoreError>> + Send;
+
+    /// The payment of an order, if any.
+    ///
+    /// # Errors
+    /// As [`PaymentRepository::load`].
+    fn find_by_order(
+        &self,
+        order_id: &OrderId,
+    ) -> impl Future<Output = Result<Option<Payment>, StoreError>> + Send;
+
+    /// A payment's whole stream, oldest first: its audit trail.
+    ///
+    /// # Errors
+    /// As [`PaymentRepository::load`].
+    fn events(
+        &self,
+        id: PaymentId,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Persists `commit` in ONE database transaction: events, projection,
+    /// transactions, outbox rows and the inbox record, or nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`], [`StoreError::DuplicateOrder`] and
+    /// [`StoreError::AlreadyProcessed`] mean nothing was written and say why;
+    /// [`StoreError::Unexpected`] means the store failed (nothing committed).
+    fn commit(&self, commit: Commit) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// An event as stored: its place in the stream and when it was recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub payment_id: PaymentId,
+    pub version: u64,
+    pub occurred_at: DateTime<Utc>,
+    pub event: PaymentEvent,
+}
+
+/// A dependency whose health decides readiness (database, broker, ...).
+pub trait HealthProbe: Send + Sync + 'static {
+    /// Short stable name reported by `/health/ready` (e.g. `database`).
+    fn name(&self) -> &'static str;
+
+    /// Answers `Ok` when the dependency is usable right now.
+    ///
+    /// # Errors
+    /// A one-line reason, safe to show to operators.
+    fn check(&self) -> BoxFuture<'_, Result<(), String>>;
+}

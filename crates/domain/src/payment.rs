@@ -1,0 +1,520 @@
+//! The `Payment` aggregate, event-sourced.
+//!
+//! A payment's state is the fold of its events: [`apply`] evolves a state by
+//! one event and never judges it (events are facts that already happened);
+//! [`decide`] judges a command against the current state and answers with the
+//! events that record it, or with the reason it is refused. Every transition
+//! of the life cycle below is decided here, and only here:
+//!
+//! ```text
+//! READY ──▶ IN_PROGRESS ──▶ DONE ──▶ PARTIAL_CANCELED ──▶ CANCELED
+//!   │            │            └──────────────────────────▶ CANCELED
+//!   ├──▶ ABORTED ◀┘ (PG said no, definitively; or the widget's fail redirect)
+//!   └──▶ EXPIRED    (never confirmed in time)
+//! ```
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{OrderId, PaymentId, PaymentKey, TransactionId, UserId};
+use crate::money::{Money, MoneyError};
+
+/// Where a payment is in its life (Toss's vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    Ready,
+    InProgress,
+    Done,
+    PartialCanceled,
+    Canceled,
+    Aborted,
+    Expired,
+}
+
+impl PaymentStatus {
+    pub const ALL: [Self; 7] = [
+        Self::Ready,
+        Self::InProgress,
+        Self::Done,
+        Self::PartialCanceled,
+        Self::Canceled,
+        Self::Aborted,
+        Self::Expired,
+    ];
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "READY",
+            Self::InProgress => "IN_PROGRESS",
+            Self::Done => "DONE",
+            Self::PartialCanceled => "PARTIAL_CANCELED",
+            Self::Canceled => "CANCELED",
+            Self::Aborted => "ABORTED",
+            Self::Expired => "EXPIRED",
+        }
+    }
+
+    /// No command can move a payment out of a terminal status.
+    #[must_use]
+    pub const fn is_terminal(self) -> bool {
+        matches!(self, Self::Canceled | Self::Aborted | Self::Expired)
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a payment did not go through, in the PG's words (or ours).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+}
+
+/// Everything that can happen to a payment. Each variant carries all the data
+/// its [`apply`] needs, so replaying a stream is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "data")]
+pub enum PaymentEvent {
+    PaymentCreated {
+        payment_id: PaymentId,
+        order_id: OrderId,
+        user_id: UserId,
+        amount: Money,
+        created_at: DateTime<Utc>,
+    },
+    ConfirmationStarted {
+        payment_key: PaymentKey,
+        transaction_id: TransactionId,
+    },
+    PaymentApproved {
+        payment_key: PaymentKey,
+        method: Option<String>,
+        approved_at: DateTime<Utc>,
+    },
+    PaymentAborted {
+        failure: Failure,
+    },
+    PaymentCanceled {
+        amount: Money,
+        reason: String,
+        transaction_key: Option<String>,
+    },
+    PaymentExpired {
+        expired_at: DateTime<Utc>,
+    },
+}
+
+impl PaymentEvent {
+    /// The stable name stored in `payment_events.event_type`.
+    #[must_use]
+    pub const fn event_type(&self) -> &'static str {
+        match self {
+            Self::PaymentCreated { .. } => "PaymentCreated",
+            Self::ConfirmationStarted { .. } => "ConfirmationStarted",
+            Self::PaymentApproved { .. } => "PaymentApproved",
+            Self::PaymentAborted { .. } => "PaymentAborted",
+            Self::PaymentCanceled { .. } => "PaymentCanceled",
+            Self::PaymentExpired { .. } => "PaymentExpired",
+        }
+    }
+}
+
+/// What someone asks of a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentCommand {
+    /// An order was placed: a payment waits for the customer (READY).
+    Create {
+        payment_id: PaymentId,
+        order_id: OrderId,
+        user_id: UserId,
+        amount: Money,
+        created_at: DateTime<Utc>,
+    },
+    /// The widget succeeded and we are about to ask the PG to confirm.
+    /// `amount` is what the client claims; it must equal the order amount.
+    StartConfirmation {
+        payment_key: PaymentKey,
+        amount: Money,
+        transaction_id: TransactionId,
+    },
+    /// The PG approved the payment (now or learned later by lookup).
+    Approve {
+        payment_key: PaymentKey,
+        approved_amount: Money,
+        method: Option<String>,
+        approved_at: DateTime<Utc>,
+    },
+    /// The widget failed, or the PG declined definitively.
+    Abort { failure: Failure },
+    /// Nobody confirmed the payment in time.
+    Expire { expired_at: DateTime<Utc> },
+    /// Give money back; `amount: None` cancels the whole remaining balance.
+    Cancel {
+        amount: Option<Money>,
+        reason: String,
+        transaction_key: Option<String>,
+    },
+}
+
+impl PaymentCommand {
+    /// A verb for error messages.
+    #[must_use]
+    pub const fn action(&self) -> &'static str {
+        match self {
+            Self::Create { .. } => "create",
+            Self::StartConfirmation { .. } => "start confirming",
+            Self::Approve { .. } => "approve",
+            Self::Abort { .. } => "abort",
+            Self::Expire { .. } => "expire",
+            Self::Cancel { .. } => "cancel",
+        }
+    }
+}
+
+/// Why a command was refused. Nothing was recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    #[error("the payment already exists")]
+    AlreadyExists,
+    #[error("the payment does not exist")]
+    NotFound,
+    #[error("cannot {action} a payment that is {from}")]
+    InvalidTransition {
+        from: PaymentStatus,
+        action: &'static str,
+    },
+    #[error("amount {actual} does not match the payment amount {expected}")]
+    AmountMismatch { expected: Money, actual: Money },
+    #[error("payment key does not match the one being confirmed")]
+    PaymentKeyMismatch,
+    #[error("a payment amount must be greater than zero")]
+    ZeroAmount,
+    #[error("cancel amount {requested} exceeds the cancelable balance {balance}")]
+    NotCancelableAmount { requested: Money, balance: Money },
+    #[error("cancel reason must be 1-200 characters")]
+    InvalidCancelReason,
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+    /// `decide` produced events its own `apply` rejects: a bug, never input.
+    #[error("inconsistent decision: {0}")]
+    Inconsistent(#[from] ReplayError),
+}
+
+/// An event stream that no sequence of decisions could have produced
+/// (corrupt storage or a bug); replay stops rather than guess.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event #{version} ({event_type}) cannot follow the stream so far: {reason}")]
+pub struct ReplayError {
+    pub version: u64,
+    pub event_type: &'static str,
+    pub reason: String,
+}
+
+/// The current state of one payment: the fold of its events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Payment {
+    id: PaymentId,
+    order_id: OrderId,
+    user_id: UserId,
+    amount: Money,
+    balance: Money,
+    status: PaymentStatus,
+    payment_key: Option<PaymentKey>,
+    method: Option<String>,
+    approved_at: Option<DateTime<Utc>>,
+    failure: Option<Failure>,
+    created_at: DateTime<Utc>,
+    version: u64,
+}
+
+impl Payment {
+    #[must_use]
+    pub const fn id(&self) -> PaymentId {
+        self.id
+    }
+    #[must_use]
+    pub const fn order_id(&self) -> &OrderId {
+        &self.order_id
+    }
+    #[must_use]
+    pub const fn user_id(&self) -> &UserId {
+        &self.user_id
+    }
+    #[must_use]
+    pub const fn amount(&self) -> Money {
+        self.amount
+    }
+    /// What is still cancelable: `amount − Σ cancels`.
+    #[must_use]
+    pub const fn balance(&self) -> Money {
+        self.balance
+    }
+    #[must_use]
+    pub const fn status(&self) -> PaymentStatus {
+        self.status
+    }
+    #[must_use]
+    pub const fn payment_key(&self) -> Option<&PaymentKey> {
+        self.payment_key.as_ref()
+    }
+    #[must_use]
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+    #[must_use]
+    pub const fn approved_at(&self) -> Option<DateTime<Utc>> {
+        self.approved_at
+    }
+    #[must_use]
+    pub const fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+    #[must_use]
+    pub const fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+    /// How many events the state folds: the version the next event follows.
+    #[must_use]
+    pub const fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Rebuilds a payment from its whole stream.
+    ///
+    /// # Errors
+    /// [`ReplayError`] when the stream is empty or inconsistent.
+    pub fn replay<'a>(
+        events: impl IntoIterator<Item = &'a PaymentEvent>,
+    ) -> Result<Self, ReplayError> {
+        events
+            .into_iter()
+            .try_fold(None, |state, event| apply(state, event).map(Some))?
+            .ok_or_else(|| ReplayError {
+                version: 0,
+                event_type: "none",
+                reason: "an empty stream is not a payment".into(),
+            })
+    }
+}
+
+/// Judges `command` against `state` (`None`: the payment does not exist yet).
+///
+/// # Errors
+/// [`PaymentError`] saying why the command is refused; nothing changes.
+pub fn decide(
+    state: Option<&Payment>,
+    command: &PaymentCommand,
+) -> Result<Vec<PaymentEvent>, PaymentError> {
+    let Some(payment) = state else {
+        return match command {
+            PaymentCommand::Create {
+                payment_id,
+                order_id,
+                user_id,
+                amount,
+                created_at,
+            } => {
+                if amount.is_zero() {
+                    return Err(PaymentError::ZeroAmount);
+                }
+                Ok(vec![PaymentEvent::PaymentCreated {
+                    payment_id: *payment_id,
+                    order_id: order_id.clone(),
+                    user_id: user_id.clone(),
+                    amount: *amount,
+                    created_at: *created_at,
+                }])
+            }
+            _ => Err(PaymentError::NotFound),
+        };
+    };
+    let refuse = || PaymentError::InvalidTransition {
+        from: payment.status,
+        action: command.action(),
+    };
+    match (payment.status, command) {
+        (_, PaymentCommand::Create { .. }) => Err(PaymentError::AlreadyExists),
+        (
+            PaymentStatus::Ready,
+            PaymentCommand::StartConfirmation {
+                payment_key,
+                amount,
+                transaction_id,
+            },
+        ) => {
+            ensure_same_amount(payment.amount, *amount)?;
+            Ok(vec![PaymentEvent::ConfirmationStarted {
+                payment_key: payment_key.clone(),
+                transaction_id: *transaction_id,
+            }])
+        }
+        (
+            PaymentStatus::InProgress,
+            PaymentCommand::Approve {
+                payment_key,
+                approved_amount,
+                method,
+                approved_at,
+            },
+        ) => {
+            if payment.payment_key.as_ref() != Some(payment_key) {
+                return Err(PaymentError::PaymentKeyMismatch);
+            }
+            ensure_same_amount(payment.amount, *approved_amount)?;
+            Ok(vec![PaymentEvent::PaymentApproved {
+                payment_key: payment_key.clone(),
+                method: method.clone(),
+                approved_at: *approved_at,
+            }])
+        }
+        (PaymentStatus::Ready | PaymentStatus::InProgress, PaymentCommand::Abort { failure }) => {
+            Ok(vec![PaymentEvent::PaymentAborted {
+                failure: failure.clone(),
+            }])
+        }
+        (PaymentStatus::Ready, PaymentCommand::Expire { expired_at }) => {
+            Ok(vec![PaymentEvent::PaymentExpired {
+                expired_at: *expired_at,
+            }])
+        }
+        (
+            PaymentStatus::Done | PaymentStatus::PartialCanceled,
+            PaymentCommand::Cancel {
+                amount,
+                reason,
+                transaction_key,
+            },
+        ) => {
+            if reason.trim().is_empty() || reason.chars().count() > 200 {
+                return Err(PaymentError::InvalidCancelReason);
+            }
+            let requested = amount.unwrap_or(payment.balance);
+            if requested.is_zero() {
+                return Err(PaymentError::ZeroAmount);
+            }
+            if requested.checked_cmp(&payment.balance)?.is_gt() {
+                return Err(PaymentError::NotCancelableAmount {
+                    requested,
+                    balance: payment.balance,
+                });
+            }
+            Ok(vec![PaymentEvent::PaymentCanceled {
+                amount: requested,
+                reason: reason.clone(),
+                transaction_key: transaction_key.clone(),
+            }])
+        }
+        _ => Err(refuse()),
+    }
+}
+
+fn ensure_same_amount(expected: Money, actual: Money) -> Result<(), PaymentError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(PaymentError::AmountMismatch { expected, actual })
+    }
+}
+
+/// Evolves `state` by one event. Events are facts: this does not re-judge
+/// them, it only refuses a stream that cannot be consistent.
+///
+/// # Errors
+/// [`ReplayError`] for a stream no sequence of decisions could produce.
+pub fn apply(state: Option<Payment>, event: &PaymentEvent) -> Result<Payment, ReplayError> {
+    let version = state.as_ref().map_or(0, |p| p.version) + 1;
+    let broken = |reason: &str| ReplayError {
+        version,
+        event_type: event.event_type(),
+        reason: reason.to_owned(),
+    };
+    let Some(mut payment) = state else {
+        let PaymentEvent::PaymentCreated {
+            payment_id,
+            order_id,
+            user_id,
+            amount,
+            created_at,
+        } = event
+        else {
+            return Err(broken("the first event must be PaymentCreated"));
+        };
+        return Ok(Payment {
+            id: *payment_id,
+            order_id: order_id.clone(),
+            user_id: user_id.clone(),
+            amount: *amount,
+            balance: *amount,
+            status: PaymentStatus::Ready,
+            payment_key: None,
+            method: None,
+            approved_at: None,
+            failure: None,
+            created_at: *created_at,
+            version,
+        });
+    };
+    match event {
+        PaymentEvent::PaymentCreated { .. } => {
+            return Err(broken("PaymentCreated may only start a stream"));
+        }
+        PaymentEvent::ConfirmationStarted { payment_key, .. } => {
+            payment.status = PaymentStatus::InProgress;
+            payment.payment_key = Some(payment_key.clone());
+        }
+        PaymentEvent::PaymentApproved {
+            payment_key,
+            method,
+            approved_at,
+        } => {
+            payment.status = PaymentStatus::Done;
+            payment.payment_key = Some(payment_key.clone());
+            payment.method.clone_from(method);
+            payment.approved_at = Some(*approved_at);
+        }
+        PaymentEvent::PaymentAborted { failure } => {
+            payment.status = PaymentStatus::Aborted;
+            payment.failure = Some(failure.clone());
+        }
+        PaymentEvent::PaymentCanceled { amount, .. } => {
+            payment.balance = payment
+                .balance
+                .checked_sub(*amount)
+                .map_err(|e| broken(&e.to_string()))?;
+            payment.status = if payment.balance.is_zero() {
+                PaymentStatus::Canceled
+            } else {
+                PaymentStatus::PartialCanceled
+            };
+        }
+        PaymentEvent::PaymentExpired { .. } => payment.status = PaymentStatus::Expired,
+    }
+    payment.version = version;
+    Ok(payment)
+}
+
+/// Decides `command` and folds the resulting events into a new state: what a
+/// use case needs to persist (`events`) and answer with (`state`).
+///
+/// # Errors
+/// [`PaymentError`] when the command is refused.
+pub fn execute(
+    state: Option<&Payment>,
+    command: &PaymentCommand,
+) -> Result<(Payment, Vec<PaymentEvent>), PaymentError> {
+    let events = decide(state, command)?;
+    let mut next = state.cloned();
+    for event in &events {
+        next = Some(apply(next, event)?);
+    }
+    let next = next.ok_or(PaymentError::NotFound)?;
+    Ok((next, events))
+}

@@ -1,0 +1,76 @@
+//! MariaDB through sqlx: the connection pool, embedded migrations, the
+//! payment repository and a readiness probe.
+
+mod errors;
+mod repository;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use payment_application::HealthProbe;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::MySqlPool;
+
+pub use repository::MariaDbPaymentRepository;
+
+/// The schema, embedded in the binary; applied at start-up and by `migrate`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Opens a pool lazily: the service starts (and reports not-ready) even while
+/// the database is down, and connects as soon as it is back.
+///
+/// # Errors
+/// When `url` is not a valid MariaDB URL.
+pub fn connect_lazy(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> anyhow::Result<MySqlPool> {
+    let options: MySqlConnectOptions = url.parse().context("invalid database URL")?;
+    Ok(MySqlPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .connect_lazy_with(options))
+}
+
+/// Applies pending migrations.
+///
+/// # Errors
+/// When the database is unreachable or a migration fails (or an applied one
+/// was edited: migrations are never changed once released).
+pub async fn migrate(pool: &MySqlPool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("apply database migrations")
+}
+
+/// Readiness: the database answers a trivial query.
+#[derive(Debug, Clone)]
+pub struct DatabaseProbe {
+    pool: MySqlPool,
+}
+
+impl DatabaseProbe {
+    #[must_use]
+    pub const fn new(pool: MySqlPool) -> Self {
+        Self { pool }
+    }
+}
+
+impl HealthProbe for DatabaseProbe {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+}

@@ -1,0 +1,310 @@
+//! [`PaymentRepository`] on MariaDB: the transaction boundary of every
+//! command lives here. One [`MariaDbPaymentRepository::commit`] call is one
+//! `BEGIN … COMMIT` writing the inbox record, the events, the projection, the
+//! gateway transactions and the outbox rows; any failure rolls all of it back.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use payment_application::{
+    Append, Commit, InboxEntry, OutboxMessage, PaymentRepository, RecordedEvent, StoreError,
+};
+use payment_domain::{OrderId, Payment, PaymentEvent, PaymentId, PaymentTransaction};
+use sqlx::{MySql, MySqlPool, Transaction};
+
+use super::errors::{classify, DbFailure};
+
+/// The MariaDB adapter. Cheap to clone (it holds a pool).
+#[derive(Debug, Clone)]
+pub struct MariaDbPaymentRepository {
+    pool: MySqlPool,
+}
+
+impl MariaDbPaymentRepository {
+    #[must_use]
+    pub const fn new(pool: MySqlPool) -> Self {
+        Self { pool }
+    }
+
+    async fn insert_inbox(
+        tx: &mut Transaction<'_, MySql>,
+        entry: &InboxEntry,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO inbox (consumer, message_id, processed_at) VALUES (?, ?, ?)")
+            .bind(&entry.consumer)
+            .bind(&entry.message_id)
+            .bind(at)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| match classify(&e) {
+                DbFailure::Duplicate(_) => StoreError::AlreadyProcessed(entry.clone()),
+                _ => unexpected(e, "insert inbox record"),
+            })?;
+        Ok(())
+    }
+
+    async fn append(tx: &mut Transaction<'_, MySql>, append: &Append) -> Result<(), StoreError> {
+        let payment = &append.state;
+        let payment_id = payment.id();
+        let conflict = || StoreError::Conflict {
+            payment_id,
+            expected_version: append.expected_version,
+        };
+        let appended = u64::try_from(append.events.len()).context("event count")?;
+        if append.expected_version + appended != payment.version() {
+            return Err(StoreError::Unexpected(anyhow::anyhow!(
+                "state version {} does not follow version {} plus {appended} events",
+                payment.version(),
+                append.expected_version
+            )));
+        }
+        for (version, event) in (append.expected_version + 1..).zip(&append.events) {
+            let data = event_data(event)?;
+            sqlx::query(
+                "INSERT INTO payment_events (payment_id, version, event_type, data, occurred_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(payment_id.to_string())
+            .bind(version)
+            .bind(event.event_type())
+            .bind(data)
+            .bind(append.occurred_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| match classify(&e) {
+                DbFailure::Duplicate(_) | DbFailure::Deadlock => conflict(),
+                _ => unexpected(e, "append event"),
+            })?;
+        }
+        if append.expected_version == 0 {
+            insert_projection(tx, payment, append.occurred_at).await
+        } else {
+            update_projection(tx, payment, append.expected_version, append.occurred_at).await
+        }
+        .map_err(|e| match classify(&e) {
+            DbFailure::Duplicate(key) if key.contains("uq_payments_order_id") => {
+                StoreError::DuplicateOrder(payment.order_id().clone())
+            }
+            DbFailure::Duplicate(_) | DbFailure::Deadlock => conflict(),
+            _ => unexpected(e, "write payment projection"),
+        })
+        .and_then(|rows| if rows == 1 { Ok(()) } else { Err(conflict()) })
+    }
+}
+
+impl PaymentRepository for MariaDbPaymentRepository {
+    async fn load(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
+        let events = self.events(id).await?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        Payment::replay(events.iter().map(|recorded| &recorded.event))
+            .map(Some)
+            .with_context(|| format!("replay payment {id}"))
+            .map_err(StoreError::Unexpected)
+    }
+
+    async fn find_by_order(&self, order_id: &OrderId) -> Result<Option<Payment>, StoreError> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT payment_id FROM payments WHERE order_id = ?")
+                .bind(order_id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .context("find payment by order id")?;
+        match id {
+            Some(id) => self.load(id.parse().context("stored payment id")?).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn events(&self, id: PaymentId) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT version, event_type, data, occurred_at FROM payment_events \
+             WHERE payment_id = ? ORDER BY version",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .context("read payment events")?;
+        rows.into_iter()
+            .zip(1_u64..)
+            .map(|(row, expected)| {
+                anyhow::ensure!(
+                    row.version == expected,
+                    "payment {id}: event version {} where {expected} was expected",
+                    row.version
+                );
+                Ok(RecordedEvent {
+                    payment_id: id,
+                    version: row.version,
+                    occurred_at: row.occurred_at,
+                    event: decode_event(&row.event_type, &row.data)?,
+                })
+            })
+            .collect::<anyhow::Result<_>>()
+            .map_err(StoreError::Unexpected)
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let now = commit
+            .append
+            .as_ref()
+            .map_or_else(Utc::now, |a| a.occurred_at);
+        let mut tx = self.pool.begin().await.context("begin transaction")?;
+        if let Some(entry) = &commit.inbox {
+            Self::insert_inbox(&mut tx, entry, now).await?;
+        }
+        if let Some(append) = &commit.append {
+            Self::append(&mut tx, append).await?;
+        }
+        for transaction in &commit.transactions {
+            upsert_transaction(&mut tx, transaction)
+                .await
+                .map_err(|e| unexpected(e, "write payment transaction"))?;
+        }
+        for message in &commit.outbox {
+            insert_outbox(&mut tx, message)
+                .await
+                .map_err(|e| unexpected(e, "write outbox message"))?;
+        }
+        tx.commit().await.context("commit transaction")?;
+        Ok(())
+    }
+}
+
+fn unexpected(error: sqlx::Error, what: &'static str) -> StoreError {
+    StoreError::Unexpected(anyhow::Error::new(error).context(what))
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    version: u64,
+    event_type: String,
+    data: String,
+    occurred_at: DateTime<Utc>,
+}
+
+/// The `data` column: the event's fields without its type tag (which has
+/// its own column).
+fn event_data(event: &PaymentEvent) -> Result<String, StoreError> {
+    let mut value = serde_json::to_value(event).context("serialize event")?;
+    let data = value
+        .get_mut("data")
+        .map(serde_json::Value::take)
+        .unwrap_or_default();
+    Ok(data.to_string())
+}
+
+fn decode_event(event_type: &str, data: &str) -> anyhow::Result<PaymentEvent> {
+    let data: serde_json::Value =
+        serde_json::from_str(data).with_context(|| format!("{event_type} data is not JSON"))?;
+    serde_json::from_value(serde_json::json!({ "event_type": event_type, "data": data }))
+        .with_context(|| format!("decode {event_type}"))
+}
+
+async fn insert_projection(
+    tx: &mut Transaction<'_, MySql>,
+    payment: &Payment,
+    at: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let failure = payment.failure();
+    sqlx::query(
+        "INSERT INTO payments (payment_id, order_id, user_id, amount, balance_amount, currency, \
+         status, payment_key, method, approved_at, failure_code, failure_message, version, \
+         created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(payment.id().to_string())
+    .bind(payment.order_id().as_str())
+    .bind(payment.user_id().as_str())
+    .bind(payment.amount().amount())
+    .bind(payment.balance().amount())
+    .bind(payment.amount().currency().code())
+    .bind(payment.status().as_str())
+    .bind(payment.payment_key().map(|k| k.as_str()))
+    .bind(payment.method())
+    .bind(payment.approved_at())
+    .bind(failure.map(|f| f.code.as_str()))
+    .bind(failure.map(|f| f.message.as_str()))
+    .bind(payment.version())
+    .bind(payment.created_at())
+    .bind(at)
+    .execute(&mut **tx)
+    .await
+    .map(|done| done.rows_affected())
+}
+
+async fn update_projection(
+    tx: &mut Transaction<'_, MySql>,
+    payment: &Payment,
+    expected_version: u64,
+    at: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let failure = payment.failure();
+    sqlx::query(
+        "UPDATE payments SET balance_amount = ?, status = ?, payment_key = ?, method = ?, \
+         approved_at = ?, failure_code = ?, failure_message = ?, version = ?, updated_at = ? \
+         WHERE payment_id = ? AND version = ?",
+    )
+    .bind(payment.balance().amount())
+    .bind(payment.status().as_str())
+    .bind(payment.payment_key().map(|k| k.as_str()))
+    .bind(payment.method())
+    .bind(payment.approved_at())
+    .bind(failure.map(|f| f.code.as_str()))
+    .bind(failure.map(|f| f.message.as_str()))
+    .bind(payment.version())
+    .bind(at)
+    .bind(payment.id().to_string())
+    .bind(expected_version)
+    .execute(&mut **tx)
+    .await
+    .map(|done| done.rows_affected())
+}
+
+async fn upsert_transaction(
+    tx: &mut Transaction<'_, MySql>,
+    transaction: &PaymentTransaction,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO payment_transactions (transaction_id, payment_id, kind, amount, currency, \
+         status, idempotency_key, transaction_key, failure_code, requested_at, completed_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE status = VALUES(status), \
+         transaction_key = VALUES(transaction_key), failure_code = VALUES(failure_code), \
+         completed_at = VALUES(completed_at)",
+    )
+    .bind(transaction.id().to_string())
+    .bind(transaction.payment_id().to_string())
+    .bind(transaction.kind().as_str())
+    .bind(transaction.amount().amount())
+    .bind(transaction.amount().currency().code())
+    .bind(transaction.status().as_str())
+    .bind(transaction.idempotency_key())
+    .bind(transaction.transaction_key())
+    .bind(transaction.failure_code())
+    .bind(transaction.requested_at())
+    .bind(transaction.completed_at())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_outbox(
+    tx: &mut Transaction<'_, MySql>,
+    message: &OutboxMessage,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent, \
+         created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(message.id.to_string())
+    .bind(&message.topic)
+    .bind(&message.key)
+    .bind(&message.event_type)
+    .bind(message.payload.to_string())
+    .bind(message.traceparent.as_deref())
+    .bind(message.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! Typed, layered configuration: defaults < TOML file < `PAYMENT__…` env.
+//!
+//! The environment names are a public contract (operators and black-box
+//! tests set them): `PAYMENT__HTTP__ADDR`, `PAYMENT__DATABASE__URL`,
+//! `PAYMENT__KAFKA__BROKERS`, `PAYMENT__KAFKA__GROUP_ID`, `PAYMENT__GATEWAY`,
+//! `PAYMENT__TOSS__BASE_URL`, `PAYMENT__TOSS__SECRET_KEY`,
+//! `PAYMENT__OUTBOX__RELAY`, `PAYMENT__TOPICS__<NAME>`; a double underscore
+//! separates levels. Secrets are [`SecretString`]s: `Debug` prints
+//! `[REDACTED]`, and only the adapter that needs one exposes it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::providers::{Env, Format as _, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration is unusable; the service refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(default)]
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub gateway: GatewayKind,
+    #[serde(default)]
+    pub toss: TossConfig,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub topics: Topics,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Where to listen; port 0 picks a free port (tests).
+    pub addr: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8087)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseConfig {
+    /// `mysql://user:password@host:port/database` — a secret: it may carry a password.
+    pub url: SecretString,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before failing.
+    #[serde(default = "default_acquire_timeout_ms")]
+    pub acquire_timeout_ms: u64,
+}
+
+const fn default_max_connections() -> u32 {
+    10
+}
+
+const fn default_acquire_timeout_ms() -> u64 {
+    3_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+}
+
+fn default_group_id() -> String {
+    "payment-service-group".into()
+}
+
+fn default_client_id() -> String {
+    "payment-service".into()
+}
+
+/// Which payment gateway the service talks to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayKind {
+    #[default]
+    Toss,
+    /// No network: approves, declines or delays by rule (local runs, load tests).
+    Fake,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TossConfig {
+    pub base_url: String,
+    /// Toss secret key (`test_sk_…` / `live_sk_…`); required when `gateway = toss`.
+    pub secret_key: Option<SecretString>,
+    pub connect_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+}
+
+impl Default for TossConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.tosspayments.com".into(),
+            secret_key: None,
+            connect_timeout_ms: 3_000,
+            read_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Who moves outbox rows to Kafka.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxRelay {
+    /// The service's own relay.
+    #[default]
+    Embedded,
+    /// Debezium's Outbox Event Router tails the table; the service only writes.
+    Debezium,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutboxConfig {
+    pub relay: OutboxRelay,
+}
+
+/// Topic names (DESIGN.md §3), each overridable by `PAYMENT__TOPICS__<NAME>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Topics {
+    pub order_placed: String,
+    pub order_refund_requested: String,
+    pub saga_request_payment: String,
+    pub payment_created: String,
+    pub payment_completed: String,
+    pub payment_failed: String,
+    pub payment_canceled: String,
+    pub saga_payment_initiated: String,
+    pub saga_payment_completed: String,
+    pub saga_payment_failed: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self {
+            order_placed: "koosco.commerce.order.placed".into(),
+            order_refund_requested: "koosco.commerce.order.refund.requested".into(),
+            saga_request_payment: "saga.request_payment".into(),
+            payment_created: "koosco.commerce.payment.created".into(),
+            payment_completed: "koosco.commerce.payment.completed".into(),
+            payment_failed: "koosco.commerce.payment.failed".into(),
+            payment_canceled: "koosco.commerce.payment.canceled".into(),
+            saga_payment_initiated: "payment.initiated".into(),
+            saga_payment_completed: "payment.completed".into(),
+            saga_payment_failed: "payment.failed".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `tracing` filter directives; `RUST_LOG` wins when set.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info,sqlx=warn,rdkafka=warn".into(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    #[default]
+    Json,
+    /// Human-readable (a terminal).
+    Pretty,
+}
+
+impl Config {
+    /// Loads defaults < `file` (if given) < the `PAYMENT__…` environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the missing or malformed setting.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::from_figment(figment.merge(Env::prefixed("PAYMENT__").split("__")))
+    }
+
+    /// Extracts and validates a configuration from any provider stack.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the missing or malformed setting.
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Self = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: &str| Err(ConfigError::Invalid(message.to_owned()));
+        if !self.database.url.expose_secret().starts_with("mysql://") {
+            return invalid("database.url (PAYMENT__DATABASE__URL) must be a mysql:// URL");
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return invalid("kafka.brokers (PAYMENT__KAFKA__BROKERS) must not be empty");
+        }
+        if self.gateway == GatewayKind::Toss {
+            match &self.toss.secret_key {
+                Some(key) if !key.expose_secret().trim().is_empty() => {}
+                _ => {
+                    return invalid(
+                        "toss.secret_key (PAYMENT__TOSS__SECRET_KEY) is required when gateway = toss",
+                    );
+                }
+            }
+            if !self.toss.base_url.starts_with("http://")
+                && !self.toss.base_url.starts_with("https://")
+            {
+                return invalid("toss.base_url (PAYMENT__TOSS__BASE_URL) must be an http(s) URL");
+            }
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+// figment's `Jail` closures return its own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    /// The tests run in an environment that may carry real `PAYMENT__…`
+    /// settings (the local stack's): start each one from none.
+    fn set_required(jail: &mut Jail) {
+        jail.clear_env();
+        jail.set_env(
+            "PAYMENT__DATABASE__URL",
+            "mysql://app:s3cret@127.0.0.1:3306/payment",
+        );
+        jail.set_env("PAYMENT__KAFKA__BROKERS", "127.0.0.1:19092");
+        jail.set_env("PAYMENT__GATEWAY", "fake");
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_required_settings_are_given() {
+        Jail::expect_with(|jail| {
+            set_required(jail);
+            let config = Config::load(None).expect("valid config");
+            assert_eq!(config.http.addr.to_string(), "0.0.0.0:8087");
+            assert_eq!(config.kafka.group_id, "payment-service-group");
+            assert_eq!(config.topics.order_placed, "koosco.commerce.order.placed");
+            assert_eq!(config.toss.base_url, "https://api.tosspayments.com");
+            assert_eq!(config.outbox.relay, OutboxRelay::Embedded);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_environment_beats_the_file_which_beats_the_defaults() {
+        Jail::expect_with(|jail| {
+            set_required(jail);
+            jail.create_file(
+                "payment.toml",
+                r#"
+                [http]
+                addr = "127.0.0.1:9000"
+                [kafka]
+                group_id = "from-file"
+                [topics]
+                payment_created = "file.created"
+                "#,
+            )?;
+            jail.set_env("PAYMENT__KAFKA__GROUP_ID", "from-env");
+            jail.set_env("PAYMENT__TOPICS__PAYMENT_COMPLETED", "env.completed");
+            jail.set_env("PAYMENT__OUTBOX__RELAY", "debezium");
+            let config = Config::load(Some(Path::new("payment.toml"))).expect("valid config");
+            assert_eq!(config.http.addr.to_string(), "127.0.0.1:9000");
+            assert_eq!(config.kafka.group_id, "from-env");
+            assert_eq!(config.topics.payment_created, "file.created");
+            assert_eq!(config.topics.payment_completed, "env.completed");
+            assert_eq!(config.outbox.relay, OutboxRelay::Debezium);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        Jail::expect_with(|jail| {
+            set_required(jail);
+            jail.set_env("PAYMENT__TOSS__SECRET_KEY", "test_sk_not_a_real_key");
+            let config = Config::load(None).expect("valid config");
+            let debug = format!("{config:?}");
+            assert!(!debug.contains("s3cret"), "{debug}");
+            assert!(!debug.contains("not_a_real_key"), "{debug}");
+            assert!(debug.contains("REDACTED"), "{debug}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_database_url_is_named() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("PAYMENT__KAFKA__BROKERS", "127.0.0.1:19092");
+            let error = Config::load(None).expect_err("must fail").to_string();
+            assert!(error.contains("missing field `database`"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn toss_needs_a_secret_key() {
+        Jail::expect_with(|jail| {
+            set_required(jail);
+            jail.set_env("PAYMENT__GATEWAY", "toss");
+            let error = Config::load(None).expect_err("must fail").to_string();
+            assert!(error.contains("PAYMENT__TOSS__SECRET_KEY"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn malformed_values_are_refused_with_their_key() {
+        Jail::expect_with(|jail| {
+            set_required(jail);
+            jail.set_env("PAYMENT__HTTP__ADDR", "not-an-address");
+            let error = Config::load(None).expect_err("must fail").to_string();
+            assert!(error.contains("HTTP.ADDR"), "{error}");
+            jail.set_env("PAYMENT__HTTP__ADDR", "127.0.0.1:0");
+            jail.set_env("PAYMENT__GATEWAY", "paypal");
+            let error = Config::load(None).expect_err("must fail").to_string();
+            assert!(error.contains("GATEWAY"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_named_config_file_must_exist() {
+        Jail::expect_with(|jail| {
+            set_required(jail);
+            let error = Config::load(Some(Path::new("missing.toml")))
+                .expect_err("must fail")
+                .to_string();
+            assert!(error.contains("missing.toml"), "{error}");
+            Ok(())
+        });
+    }
+}

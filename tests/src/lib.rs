@@ -1,0 +1,82 @@
+//! Helpers for the end-to-end tests: start the real service (the same
+//! `Application` `main` runs) on a free port, against its own fresh database
+//! and the local broker, and talk to it over real HTTP.
+#![allow(clippy::expect_used)]
+
+use std::time::Duration;
+
+use figment::providers::{Env, Serialized};
+use figment::Figment;
+use payment_service::{Application, Config};
+use sqlx::mysql::MySqlConnectOptions;
+use sqlx::ConnectOptions as _;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running service. Stop it with [`TestApp::stop`] to check a clean exit.
+#[derive(Debug)]
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    shutdown: oneshot::Sender<()>,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The broker the local stack runs (`PAYMENT__KAFKA__BROKERS`, set by
+/// `scripts/stack.sh env`).
+#[must_use]
+pub fn brokers() -> String {
+    std::env::var("PAYMENT__KAFKA__BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+/// Starts the service on `database` (a fresh database from `sqlx::test`),
+/// with the environment's settings, then `overrides` (JSON, dotted keys
+/// nested: `{"kafka": {"brokers": "…"}}`).
+pub async fn spawn_app(database: &MySqlConnectOptions, overrides: serde_json::Value) -> TestApp {
+    let figment = Figment::new()
+        .merge(Env::prefixed("PAYMENT__").split("__"))
+        .merge(Serialized::defaults(serde_json::json!({
+            "http": { "addr": "127.0.0.1:0" },
+            "database": { "url": database.to_url_lossy().to_string() },
+            "kafka": { "brokers": brokers() },
+            "gateway": "fake",
+        })))
+        .merge(Serialized::defaults(overrides));
+    let config = Config::from_figment(figment).expect("test configuration");
+    let app = Application::build(&config)
+        .await
+        .expect("application builds");
+    let port = app.port().expect("bound port");
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client"),
+        shutdown,
+        server,
+    }
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request reaches the service")
+    }
+
+    /// Signals shutdown and waits for the service to finish.
+    ///
+    /// # Errors
+    /// What `run_until_stopped` returned, or a timeout.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        tokio::time::timeout(Duration::from_secs(15), self.server).await??
+    }
+}
