@@ -85,6 +85,33 @@ pub struct KafkaConfig {
     pub group_id: String,
     #[serde(default = "default_client_id")]
     pub client_id: String,
+    /// A dead consumer's partitions move after this; joining takes about half.
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    /// Create missing topics (and their `.dlq`) at start-up. Turn off where
+    /// topics are provisioned by the platform.
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    #[serde(default = "default_topic_partitions")]
+    pub topic_partitions: i32,
+    #[serde(default = "default_topic_replication")]
+    pub topic_replication: i32,
+}
+
+const fn default_session_timeout_ms() -> u64 {
+    10_000
+}
+
+const fn default_true() -> bool {
+    true
+}
+
+const fn default_topic_partitions() -> i32 {
+    3
+}
+
+const fn default_topic_replication() -> i32 {
+    1
 }
 
 fn default_group_id() -> String {
@@ -137,10 +164,24 @@ pub enum OutboxRelay {
     Debezium,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct OutboxConfig {
     pub relay: OutboxRelay,
+    /// Rows the embedded relay claims per round.
+    pub batch_size: u32,
+    /// The embedded relay's fallback poll (local commits wake it at once).
+    pub poll_interval_ms: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            relay: OutboxRelay::default(),
+            batch_size: 200,
+            poll_interval_ms: 500,
+        }
+    }
 }
 
 /// Topic names (DESIGN.md §3), each overridable by `PAYMENT__TOPICS__<NAME>`.
@@ -257,6 +298,9 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1");
+        }
+        if self.outbox.batch_size == 0 {
+            return invalid("outbox.batch_size must be at least 1");
         }
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! Start-up is a library call: [`Application::build`] wires adapters to use
 //! cases from a [`Config`] and binds the listener; [`Application::run_until_stopped`]
-//! serves until the shutdown future resolves, then drains in-flight work.
-//! `main` and the end-to-end tests go through the same door.
+//! serves HTTP, consumes and relays until the shutdown future resolves, then
+//! stops in order: no new requests or messages, in-flight work finished,
+//! offsets committed, producer flushed, pool closed. `main` and the
+//! end-to-end tests go through the same door.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,14 +11,20 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use payment_api::ApiState;
-use payment_application::HealthProbe;
-use payment_infra::kafka::{BrokerProbe, KafkaSettings};
-use payment_infra::mariadb::{self, DatabaseProbe};
+use payment_application::{CreatePayment, HealthProbe, Topics};
+use payment_infra::kafka::{
+    self, BrokerProbe, ConsumerHealth, KafkaSettings, OrderPlacedHandler, dlq_topic,
+};
+use payment_infra::mariadb::{self, DatabaseProbe, MariaDbPaymentRepository};
+use payment_infra::outbox::{OutboxRelay, RelaySettings};
 use secrecy::ExposeSecret as _;
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, OutboxRelay as RelayKind};
 use crate::telemetry;
 
 /// The built service, bound and ready to run.
@@ -25,10 +33,36 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     pool: MySqlPool,
+    workers: Workers,
+}
+
+/// The background work `run_until_stopped` starts.
+#[derive(Debug)]
+struct Workers {
+    kafka: KafkaSettings,
+    provision: Option<Provision>,
+    order_placed: OrderPlacedWorker,
+    relay: Option<OutboxRelay>,
+}
+
+#[derive(Debug)]
+struct Provision {
+    topics: Vec<String>,
+    partitions: i32,
+    replication: i32,
+}
+
+#[derive(Debug)]
+struct OrderPlacedWorker {
+    topic: String,
+    handler: OrderPlacedHandler<MariaDbPaymentRepository>,
+    health: ConsumerHealth,
 }
 
 impl Application {
-    /// Connects, applies pending migrations, and binds `http.addr`.
+    /// Connects, applies pending migrations, wires everything and binds
+    /// `http.addr`. Nothing is consumed or relayed until
+    /// [`Application::run_until_stopped`].
     ///
     /// # Errors
     /// When the database cannot be migrated, a client cannot be created or
@@ -40,10 +74,51 @@ impl Application {
         let kafka = KafkaSettings {
             brokers: config.kafka.brokers.clone(),
             client_id: config.kafka.client_id.clone(),
+            group_id: config.kafka.group_id.clone(),
+            session_timeout: Duration::from_millis(config.kafka.session_timeout_ms),
         };
+        let outbox_committed = Arc::new(Notify::new());
+        let repository =
+            MariaDbPaymentRepository::new(pool.clone()).notifying(Arc::clone(&outbox_committed));
+        let topics = &config.topics;
+
+        let order_placed = OrderPlacedWorker {
+            topic: topics.order_placed.clone(),
+            handler: OrderPlacedHandler::new(CreatePayment::new(
+                repository,
+                Topics {
+                    payment_created: topics.payment_created.clone(),
+                },
+                topics.order_placed.clone(),
+            )),
+            health: ConsumerHealth::default(),
+        };
+        let relay = match config.outbox.relay {
+            RelayKind::Embedded => Some(OutboxRelay::new(
+                pool.clone(),
+                kafka.producer()?,
+                RelaySettings {
+                    batch_size: config.outbox.batch_size,
+                    poll_interval: Duration::from_millis(config.outbox.poll_interval_ms),
+                },
+                outbox_committed,
+            )),
+            RelayKind::Debezium => None,
+        };
+        let provision = config.kafka.create_topics.then(|| Provision {
+            topics: vec![
+                topics.order_placed.clone(),
+                dlq_topic(&topics.order_placed),
+                topics.payment_created.clone(),
+            ],
+            partitions: config.kafka.topic_partitions,
+            replication: config.kafka.topic_replication,
+        });
+
         let probes: Vec<Arc<dyn HealthProbe>> = vec![
             Arc::new(DatabaseProbe::new(pool.clone())),
             Arc::new(BrokerProbe::new(&kafka, Duration::from_secs(2))?),
+            Arc::new(order_placed.health.clone()),
         ];
         let router = payment_api::router(ApiState {
             probes: probes.into(),
@@ -57,6 +132,12 @@ impl Application {
             listener,
             router,
             pool,
+            workers: Workers {
+                kafka,
+                provision,
+                order_placed,
+                relay,
+            },
         })
     }
 
@@ -65,30 +146,100 @@ impl Application {
     /// # Errors
     /// When the OS cannot tell the listener's address.
     pub fn port(&self) -> anyhow::Result<u16> {
-        Ok(self
-            .listener
-            .local_addr()
-            .context("listener address")?
-            .port())
+        Ok(self.listener.local_addr().context("listener address")?.port())
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
-    /// requests finish and closes the database pool.
+    /// Serves until `shutdown` resolves, then stops everything gracefully.
     ///
     /// # Errors
-    /// When the server fails.
+    /// When the server or a worker fails.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let mut workers = self.workers.spawn(&stop);
+        let stopping = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopping.cancel();
+        });
+
         tracing::info!(addr = %self.listener.local_addr()?, "payment-service listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
             .await
-            .context("HTTP server")?;
+            .context("HTTP server");
+        stop.cancel(); // the server may also have stopped on its own
+        let mut outcome = served;
+        while let Some(finished) = workers.join_next().await {
+            let worker = finished.context("worker panicked").and_then(|result| result);
+            if let Err(error) = worker {
+                tracing::error!(error = format!("{error:#}"), "worker failed");
+                outcome = outcome.and(Err(error));
+            }
+        }
         self.pool.close().await;
         tracing::info!("payment-service stopped");
-        Ok(())
+        outcome
+    }
+}
+
+impl Workers {
+    fn spawn(self, stop: &CancellationToken) -> JoinSet<anyhow::Result<()>> {
+        let mut set = JoinSet::new();
+        let Self {
+            kafka,
+            provision,
+            order_placed,
+            relay,
+        } = self;
+        if let Some(relay) = relay {
+            let stop = stop.clone();
+            set.spawn(async move {
+                relay.run(stop).await;
+                Ok(())
+            });
+        }
+        let stop = stop.clone();
+        set.spawn(async move {
+            if let Some(provision) = provision {
+                if !provision_topics(&kafka, &provision, &stop).await {
+                    return Ok(());
+                }
+            }
+            let dlq = kafka.producer()?;
+            kafka::run_consumer(
+                &kafka,
+                &order_placed.topic,
+                order_placed.handler,
+                dlq,
+                order_placed.health,
+                stop,
+            )
+            .await
+        });
+        set
+    }
+}
+
+/// Creates the topics, retrying while the broker is away. Answers `false`
+/// when shutdown came first.
+async fn provision_topics(kafka: &KafkaSettings, provision: &Provision, stop: &CancellationToken) -> bool {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match kafka
+            .ensure_topics(&provision.topics, provision.partitions, provision.replication)
+            .await
+        {
+            Ok(()) => return true,
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot create topics yet"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 

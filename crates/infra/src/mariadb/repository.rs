@@ -3,6 +3,8 @@
 //! `BEGIN … COMMIT` writing the inbox record, the events, the projection, the
 //! gateway transactions and the outbox rows; any failure rolls all of it back.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use payment_application::{
@@ -10,6 +12,7 @@ use payment_application::{
 };
 use payment_domain::{OrderId, Payment, PaymentEvent, PaymentId, PaymentTransaction};
 use sqlx::{MySql, MySqlPool, Transaction};
+use tokio::sync::Notify;
 
 use super::errors::{classify, DbFailure};
 
@@ -17,12 +20,24 @@ use super::errors::{classify, DbFailure};
 #[derive(Debug, Clone)]
 pub struct MariaDbPaymentRepository {
     pool: MySqlPool,
+    outbox_committed: Option<Arc<Notify>>,
 }
 
 impl MariaDbPaymentRepository {
     #[must_use]
     pub const fn new(pool: MySqlPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            outbox_committed: None,
+        }
+    }
+
+    /// Notifies `signal` after every commit that wrote outbox rows, so the
+    /// embedded relay publishes them at once instead of at its next poll.
+    #[must_use]
+    pub fn notifying(mut self, signal: Arc<Notify>) -> Self {
+        self.outbox_committed = Some(signal);
+        self
     }
 
     async fn insert_inbox(
@@ -168,6 +183,9 @@ impl PaymentRepository for MariaDbPaymentRepository {
                 .map_err(|e| unexpected(e, "write outbox message"))?;
         }
         tx.commit().await.context("commit transaction")?;
+        if let Some(signal) = self.outbox_committed.as_ref().filter(|_| !commit.outbox.is_empty()) {
+            signal.notify_one();
+        }
         Ok(())
     }
 }

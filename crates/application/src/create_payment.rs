@@ -1,0 +1,294 @@
+//! Use case: an order was placed → exactly one READY payment.
+//!
+//! Runs twice (redelivery)? The inbox record, written in the same transaction
+//! as the payment, makes the second run a no-op. Runs concurrently with
+//! another message for the same order? `UNIQUE(order_id)` lets one win; the
+//! other re-checks and finds the payment. Dies half-way? Nothing was
+//! committed, the offset was not stored, the message comes back.
+
+use chrono::Utc;
+use payment_domain::{execute, Money, OrderId, PaymentCommand, PaymentError, PaymentId, UserId};
+
+use crate::integration::{self, Causation, Topics};
+use crate::ports::{Append, Commit, InboxEntry, PaymentRepository, StoreError};
+
+/// An `OrderPlacedEvent`, parsed and valid.
+#[derive(Debug, Clone)]
+pub struct OrderPlaced {
+    /// The event id (deduplication key).
+    pub message_id: String,
+    pub order_id: OrderId,
+    pub user_id: UserId,
+    pub amount: Money,
+    /// The flow this order belongs to (the event's `correlationid`).
+    pub correlation_id: Option<String>,
+    /// W3C trace context of the message.
+    pub traceparent: Option<String>,
+}
+
+impl OrderPlaced {
+    fn causation(&self) -> Causation {
+        Causation {
+            causation_id: Some(self.message_id.clone()),
+            correlation_id: self.correlation_id.clone(),
+            traceparent: self.traceparent.clone(),
+        }
+    }
+}
+
+/// What handling the event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// A new payment, announced by `PaymentCreatedEvent`.
+    Created(PaymentId),
+    /// This very message was handled before: nothing new.
+    DuplicateMessage,
+    /// Another message already created this order's payment with the same
+    /// amount: nothing new.
+    AlreadyExists(PaymentId),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreatePaymentError {
+    /// The order already has a payment of another amount: refusing to guess
+    /// which one is right.
+    #[error("order {order_id} already has a payment of {existing}, refusing {requested}")]
+    AmountConflict {
+        order_id: OrderId,
+        existing: Money,
+        requested: Money,
+    },
+    /// The domain refuses the payment (e.g. a zero amount).
+    #[error(transparent)]
+    Refused(#[from] PaymentError),
+    /// The store failed; nothing was written. Retry later.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CreatePaymentError {
+    /// `true` when retrying the same message can never succeed.
+    #[must_use]
+    pub const fn is_permanent(&self) -> bool {
+        !matches!(self, Self::Store(_))
+    }
+}
+
+/// How often a lost race on the same order is re-examined before giving up
+/// (as a transient failure).
+const ATTEMPTS: usize = 3;
+
+#[derive(Debug, Clone)]
+pub struct CreatePayment<R> {
+    repository: R,
+    topics: Topics,
+    /// The inbox name of the messages this use case consumes.
+    consumer: String,
+}
+
+impl<R: PaymentRepository> CreatePayment<R> {
+    pub const fn new(repository: R, topics: Topics, consumer: String) -> Self {
+        Self {
+            repository,
+            topics,
+            consumer,
+        }
+    }
+
+    /// Creates the order's payment unless this message or this order was
+    /// already handled.
+    ///
+    /// # Errors
+    /// [`CreatePaymentError`]; [`CreatePaymentError::is_permanent`] tells
+    /// whether a retry can help.
+    pub async fn handle(&self, order: OrderPlaced) -> Result<Created, CreatePaymentError> {
+        let inbox = InboxEntry {
+            consumer: self.consumer.clone(),
+            message_id: order.message_id.clone(),
+        };
+        for _ in 0..ATTEMPTS {
+            if let Some(existing) = self.repository.find_by_order(&order.order_id).await? {
+                if existing.amount() != order.amount {
+                    return Err(CreatePaymentError::AmountConflict {
+                        order_id: order.order_id,
+                        existing: existing.amount(),
+                        requested: order.amount,
+                    });
+                }
+                let seen = Commit {
+                    inbox: Some(inbox),
+                    ..Commit::default()
+                };
+                return match self.repository.commit(seen).await {
+                    Ok(()) => Ok(Created::AlreadyExists(existing.id())),
+                    Err(StoreError::AlreadyProcessed(_)) => Ok(Created::DuplicateMessage),
+                    Err(error) => Err(error.into()),
+                };
+            }
+
+            let now = Utc::now();
+            let (payment, events) = execute(
+                None,
+                &PaymentCommand::Create {
+                    payment_id: PaymentId::new(),
+                    order_id: order.order_id.clone(),
+                    user_id: order.user_id.clone(),
+                    amount: order.amount,
+                    created_at: now,
+                },
+            )?;
+            let created =
+                integration::payment_created(&self.topics, &payment, &order.causation(), now);
+            let id = payment.id();
+            let commit = Commit {
+                append: Some(Append {
+                    expected_version: 0,
+                    events,
+                    state: payment,
+                    occurred_at: now,
+                }),
+                outbox: vec![created],
+                inbox: Some(inbox.clone()),
+                ..Commit::default()
+            };
+            match self.repository.commit(commit).await {
+                Ok(()) => return Ok(Created::Created(id)),
+                Err(StoreError::AlreadyProcessed(_)) => return Ok(Created::DuplicateMessage),
+                // Another message created this order's payment meanwhile:
+                // look again and compare amounts.
+                Err(StoreError::DuplicateOrder(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(StoreError::Unexpected(anyhow::anyhow!(
+            "order {} kept racing with concurrent creations",
+            order.order_id
+        ))
+        .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use payment_domain::{Currency, PaymentStatus};
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::memory::MemoryRepository;
+
+    fn use_case(repository: &MemoryRepository) -> CreatePayment<MemoryRepository> {
+        CreatePayment::new(
+            repository.clone(),
+            Topics {
+                payment_created: "payment.created".into(),
+            },
+            "order.placed".into(),
+        )
+    }
+
+    fn order(message_id: &str, order_id: &str, won: i64) -> OrderPlaced {
+        OrderPlaced {
+            message_id: message_id.into(),
+            order_id: OrderId::parse(order_id).unwrap(),
+            user_id: UserId::parse("user-1").unwrap(),
+            amount: Money::new(Decimal::from(won), Currency::Krw).unwrap(),
+            correlation_id: None,
+            traceparent: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_placed_order_becomes_a_ready_payment_announced_once() {
+        let repository = MemoryRepository::default();
+        let outcome = use_case(&repository)
+            .handle(order("m1", "order-001", 15_000))
+            .await
+            .unwrap();
+        let Created::Created(id) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let payments = repository.payments();
+        assert_eq!(payments.len(), 1);
+        assert_eq!(payments[0].id(), id);
+        assert_eq!(payments[0].status(), PaymentStatus::Ready);
+        let outbox = repository.outbox();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox[0].event_type, "PaymentCreatedEvent");
+        assert_eq!(outbox[0].payload["causationid"], "m1");
+    }
+
+    #[tokio::test]
+    async fn the_same_message_twice_changes_nothing() {
+        let repository = MemoryRepository::default();
+        let create = use_case(&repository);
+        create
+            .handle(order("m1", "order-001", 15_000))
+            .await
+            .unwrap();
+        let again = create
+            .handle(order("m1", "order-001", 15_000))
+            .await
+            .unwrap();
+        assert_eq!(again, Created::DuplicateMessage);
+        assert_eq!(repository.payments().len(), 1);
+        assert_eq!(repository.outbox().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn another_message_for_the_same_order_and_amount_changes_nothing() {
+        let repository = MemoryRepository::default();
+        let create = use_case(&repository);
+        let Created::Created(id) = create
+            .handle(order("m1", "order-001", 15_000))
+            .await
+            .unwrap()
+        else {
+            panic!("first message must create")
+        };
+        let other = create
+            .handle(order("m2", "order-001", 15_000))
+            .await
+            .unwrap();
+        assert_eq!(other, Created::AlreadyExists(id));
+        assert_eq!(repository.payments().len(), 1);
+        assert_eq!(repository.outbox().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_same_order_with_another_amount_is_refused_for_good() {
+        let repository = MemoryRepository::default();
+        let create = use_case(&repository);
+        create
+            .handle(order("m1", "order-001", 15_000))
+            .await
+            .unwrap();
+        let error = create
+            .handle(order("m2", "order-001", 9_000))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, CreatePaymentError::AmountConflict { .. }),
+            "{error:?}"
+        );
+        assert!(error.is_permanent());
+        assert_eq!(
+            repository.payments()[0].amount().amount(),
+            Decimal::from(15_000)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_zero_amount_order_is_refused_for_good() {
+        let repository = MemoryRepository::default();
+        let error = use_case(&repository)
+            .handle(order("m1", "order-001", 0))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            error,
+            CreatePaymentError::Refused(PaymentError::ZeroAmount)
+        ));
+        assert!(error.is_permanent());
+        assert!(repository.payments().is_empty());
+    }
+}

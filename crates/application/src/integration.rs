@@ -1,0 +1,171 @@
+//! Integration events: what the rest of the platform is told, as CloudEvents
+//! 1.0 (structured mode) waiting in the outbox.
+//!
+//! The domain's events are our private audit trail; these are the public
+//! contract (DESIGN.md §3). Field names are camelCase as the other services
+//! read them; amounts are JSON numbers at the currency's scale.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use payment_domain::{Money, Payment};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::ports::OutboxMessage;
+
+/// `source` of every event this service emits.
+pub const SOURCE: &str = "/payment-service";
+
+/// Where each integration event goes (configurable topic names).
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub payment_created: String,
+}
+
+/// Who caused an event: the message or request that triggered the command.
+/// Carried into `correlationid` / `causationid` and the `traceparent` header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Causation {
+    /// The id of the triggering message or request.
+    pub causation_id: Option<String>,
+    /// The id of the business flow (kept from the trigger, or started here).
+    pub correlation_id: Option<String>,
+    /// W3C trace context to continue.
+    pub traceparent: Option<String>,
+}
+
+/// A JSON number for an amount: exact for every supported currency (whole
+/// won/yen are integers; dollars have two decimals).
+#[must_use]
+pub fn amount_json(money: Money) -> Value {
+    let text = money.amount().normalize().to_string();
+    text.parse::<u64>()
+        .map(Value::from)
+        .or_else(|_| text.parse::<f64>().map(Value::from))
+        .unwrap_or(Value::String(text))
+}
+
+fn outbox_message(
+    topic: &str,
+    event_type: &str,
+    payment: &Payment,
+    causation: &Causation,
+    at: DateTime<Utc>,
+    data: Value,
+) -> OutboxMessage {
+    let id = Uuid::now_v7();
+    let mut envelope = json!({
+        "id": id,
+        "source": SOURCE,
+        "specversion": "1.0",
+        "type": event_type,
+        "time": at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "subject": payment.id(),
+        "datacontenttype": "application/json",
+        "data": data,
+    });
+    let correlation = causation
+        .correlation_id
+        .as_ref()
+        .or(causation.causation_id.as_ref());
+    if let Some(correlation) = correlation {
+        envelope["correlationid"] = json!(correlation);
+    }
+    if let Some(cause) = &causation.causation_id {
+        envelope["causationid"] = json!(cause);
+    }
+    OutboxMessage {
+        id,
+        topic: topic.to_owned(),
+        key: payment.id().to_string(),
+        event_type: event_type.to_owned(),
+        payload: envelope,
+        traceparent: causation.traceparent.clone(),
+        created_at: at,
+    }
+}
+
+/// `PaymentCreatedEvent`: a payment now waits for the customer.
+#[must_use]
+pub fn payment_created(
+    topics: &Topics,
+    payment: &Payment,
+    causation: &Causation,
+    at: DateTime<Utc>,
+) -> OutboxMessage {
+    let data = json!({
+        "paymentId": payment.id(),
+        "orderId": payment.order_id(),
+        "userId": payment.user_id(),
+        "amount": amount_json(payment.amount()),
+        "currency": payment.amount().currency(),
+        "status": payment.status(),
+        "createdAt": payment.created_at().to_rfc3339_opts(SecondsFormat::Millis, true),
+    });
+    outbox_message(
+        &topics.payment_created,
+        "PaymentCreatedEvent",
+        payment,
+        causation,
+        at,
+        data,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use payment_domain::{execute, Currency, OrderId, PaymentCommand, PaymentId, UserId};
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    fn topics() -> Topics {
+        Topics {
+            payment_created: "created".into(),
+        }
+    }
+
+    #[test]
+    fn amounts_are_exact_json_numbers() {
+        let won = Money::new(Decimal::from(15_000), Currency::Krw).unwrap();
+        assert_eq!(amount_json(won).to_string(), "15000");
+        let dollars = Money::new(Decimal::new(1099, 2), Currency::Usd).unwrap();
+        assert_eq!(amount_json(dollars).to_string(), "10.99");
+    }
+
+    #[test]
+    fn payment_created_is_a_cloudevent_keyed_by_payment() {
+        let (payment, _) = execute(
+            None,
+            &PaymentCommand::Create {
+                payment_id: PaymentId::new(),
+                order_id: OrderId::parse("order-ce-1").unwrap(),
+                user_id: UserId::parse("user-9").unwrap(),
+                amount: Money::new(Decimal::from(15_000), Currency::Krw).unwrap(),
+                created_at: Utc::now(),
+            },
+        )
+        .unwrap();
+        let causation = Causation {
+            causation_id: Some("evt-in-1".into()),
+            correlation_id: None,
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        };
+        let message = payment_created(&topics(), &payment, &causation, Utc::now());
+        assert_eq!(message.topic, "created");
+        assert_eq!(message.key, payment.id().to_string());
+        assert_eq!(message.event_type, "PaymentCreatedEvent");
+        let event = &message.payload;
+        assert_eq!(event["id"], message.id.to_string());
+        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(event["type"], "PaymentCreatedEvent");
+        assert_eq!(event["source"], SOURCE);
+        assert_eq!(event["subject"], payment.id().to_string());
+        assert_eq!(event["causationid"], "evt-in-1");
+        assert_eq!(event["correlationid"], "evt-in-1");
+        assert_eq!(event["data"]["orderId"], "order-ce-1");
+        assert_eq!(event["data"]["amount"], 15_000);
+        assert_eq!(event["data"]["currency"], "KRW");
+        assert_eq!(event["data"]["status"], "READY");
+        assert_eq!(message.traceparent, causation.traceparent);
+    }
+}

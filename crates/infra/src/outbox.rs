@@ -1,0 +1,223 @@
+//! The embedded outbox relay: moves committed `outbox` rows to Kafka.
+//!
+//! Each round claims the oldest rows with `FOR UPDATE SKIP LOCKED` (so
+//! several service instances never claim the same row), publishes them with
+//! the idempotent producer (topic = `aggregatetype`, key = `aggregateid`,
+//! value = the CloudEvent; headers `id`, `eventType`, `traceparent`), waits
+//! for the broker's acks, and deletes exactly the acked rows in the same
+//! transaction. Dying between publish and delete republishes the same event
+//! id later: duplicates are possible, losses are not.
+//!
+//! Per-aggregate order holds across instances too: a claimed row is held
+//! back while an older row of the same aggregate is claimed by someone else.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use sqlx::{Acquire as _, MySqlPool, QueryBuilder};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How the relay paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct RelaySettings {
+    /// Rows claimed per round.
+    pub batch_size: u32,
+    /// Fallback poll when no local commit wakes the relay (rows written by
+    /// another instance, or a failed round).
+    pub poll_interval: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 200,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+pub struct OutboxRelay {
+    pool: MySqlPool,
+    producer: FutureProducer,
+    settings: RelaySettings,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for OutboxRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxRelay").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    seq: u64,
+    id: String,
+    aggregatetype: String,
+    aggregateid: String,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    payload: String,
+    traceparent: Option<String>,
+}
+
+impl OutboxRelay {
+    /// `wake` is notified by the repository whenever this process commits
+    /// outbox rows.
+    #[must_use]
+    pub const fn new(pool: MySqlPool, producer: FutureProducer, settings: RelaySettings, wake: Arc<Notify>) -> Self {
+        Self {
+            pool,
+            producer,
+            settings,
+            wake,
+        }
+    }
+
+    /// Relays until `shutdown`, then flushes the producer.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(batch_size = self.settings.batch_size, "outbox relay started");
+        loop {
+            let full_batch = match self.relay_once().await {
+                Ok(published) => published == self.settings.batch_size as usize,
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), "outbox relay round failed; retrying");
+                    metrics::counter!("outbox_relay_failures_total").increment(1);
+                    false
+                }
+            };
+            if full_batch && !shutdown.is_cancelled() {
+                continue; // more rows are waiting
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+        if let Err(error) = self.producer.flush(Duration::from_secs(10)) {
+            tracing::warn!(%error, "producer flush at shutdown failed");
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// One round: claim, publish, wait for acks, delete the acked rows.
+    /// Answers how many rows were published.
+    ///
+    /// # Errors
+    /// When the database fails; rows not deleted are published again later.
+    pub async fn relay_once(&self) -> anyhow::Result<usize> {
+        let mut connection = self.pool.acquire().await.context("acquire connection")?;
+        // Read the latest commits (not a snapshot) when checking for older
+        // rows held by other instances.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *connection)
+            .await
+            .context("set isolation level")?;
+        let mut tx = connection.begin().await.context("begin relay transaction")?;
+        let claimed: Vec<Row> = sqlx::query_as(
+            "SELECT seq, id, aggregatetype, aggregateid, type, payload, traceparent FROM outbox \
+             ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.settings.batch_size)
+        .fetch_all(&mut *tx)
+        .await
+        .context("claim outbox rows")?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let held_back = held_back_by_others(&mut tx, &claimed).await?;
+        let ready: Vec<&Row> = claimed
+            .iter()
+            .filter(|row| held_back.get(row.aggregateid.as_str()).is_none_or(|&first| row.seq < first))
+            .collect();
+
+        let published = self.publish(&ready).await;
+        if !published.is_empty() {
+            let mut delete = QueryBuilder::new("DELETE FROM outbox WHERE seq IN (");
+            let mut seqs = delete.separated(", ");
+            for seq in &published {
+                seqs.push_bind(*seq);
+            }
+            delete.push(")");
+            delete.build().execute(&mut *tx).await.context("delete published rows")?;
+        }
+        tx.commit().await.context("commit relay transaction")?;
+        metrics::counter!("outbox_published_total").increment(published.len() as u64);
+        Ok(published.len())
+    }
+
+    /// Sends every row, then waits for all acks; answers the acked seqs.
+    async fn publish(&self, rows: &[&Row]) -> Vec<u64> {
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut headers = OwnedHeaders::new_with_capacity(3)
+                .insert(Header {
+                    key: "id",
+                    value: Some(row.id.as_str()),
+                })
+                .insert(Header {
+                    key: "eventType",
+                    value: Some(row.event_type.as_str()),
+                });
+            if let Some(traceparent) = &row.traceparent {
+                headers = headers.insert(Header {
+                    key: "traceparent",
+                    value: Some(traceparent.as_str()),
+                });
+            }
+            let record = FutureRecord::to(&row.aggregatetype)
+                .key(&row.aggregateid)
+                .payload(&row.payload)
+                .headers(headers);
+            // `send` waits for room in the local queue, then for the ack.
+            deliveries.push(async move { (row.seq, self.producer.send(record, Duration::from_secs(10)).await) });
+        }
+        let mut acked = Vec::with_capacity(rows.len());
+        for (seq, result) in futures::future::join_all(deliveries).await {
+            match result {
+                Ok(_) => acked.push(seq),
+                Err((error, _)) => {
+                    tracing::warn!(seq, %error, "outbox row not acked; it will be retried");
+                }
+            }
+        }
+        acked
+    }
+}
+
+/// For each claimed aggregate, the first seq of a row of that aggregate that
+/// is NOT ours (claimed by another instance) and older than our newest row:
+/// our rows from there on must wait.
+async fn held_back_by_others(
+    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
+    claimed: &[Row],
+) -> anyhow::Result<HashMap<String, u64>> {
+    let ours: HashSet<u64> = claimed.iter().map(|row| row.seq).collect();
+    let newest = claimed.iter().map(|row| row.seq).max().unwrap_or(0);
+    let mut query = QueryBuilder::new("SELECT seq, aggregateid FROM outbox WHERE seq <= ");
+    query.push_bind(newest).push(" AND aggregateid IN (");
+    let mut ids = query.separated(", ");
+    let distinct: HashSet<&str> = claimed.iter().map(|row| row.aggregateid.as_str()).collect();
+    for id in distinct {
+        ids.push_bind(id);
+    }
+    query.push(") ORDER BY seq");
+    let rows: Vec<(u64, String)> = query
+        .build_query_as()
+        .fetch_all(&mut **tx)
+        .await
+        .context("check older rows of the claimed aggregates")?;
+    let mut first_foreign = HashMap::new();
+    for (seq, aggregate) in rows {
+        if !ours.contains(&seq) {
+            first_foreign.entry(aggregate).or_insert(seq);
+        }
+    }
+    Ok(first_foreign)
+}
