@@ -3,6 +3,8 @@
 //! and the local broker, and talk to it over real HTTP.
 #![allow(clippy::expect_used)]
 
+pub mod kafka;
+
 use std::time::Duration;
 
 use figment::providers::{Env, Serialized};
@@ -38,7 +40,13 @@ pub async fn spawn_app(database: &MySqlConnectOptions, overrides: serde_json::Va
         .merge(Serialized::defaults(serde_json::json!({
             "http": { "addr": "127.0.0.1:0" },
             "database": { "url": database.to_url_lossy().to_string() },
-            "kafka": { "brokers": brokers() },
+            // Its own consumer group: a group shared by concurrently running
+            // tests would rebalance whenever one of them starts or stops.
+            "kafka": {
+                "brokers": brokers(),
+                "group_id": format!("e2e-{}", uuid::Uuid::now_v7().simple()),
+                "session_timeout_ms": 3000,
+            },
             "gateway": "fake",
         })))
         .merge(Serialized::defaults(overrides));
@@ -69,6 +77,32 @@ impl TestApp {
             .send()
             .await
             .expect("request reaches the service")
+    }
+
+    /// The sum of a Prometheus counter over the series whose labels include
+    /// every `labels` pair (0 when absent).
+    pub async fn counter(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self
+            .get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with('{'))
+            .filter(|line| {
+                labels
+                    .iter()
+                    .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Stops the service abruptly, as a crash would: nothing is finished,
+    /// committed or flushed.
+    pub fn kill(self) {
+        self.server.abort();
     }
 
     /// Signals shutdown and waits for the service to finish.

@@ -50,7 +50,9 @@ pub struct OutboxRelay {
 
 impl std::fmt::Debug for OutboxRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboxRelay").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("OutboxRelay")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,7 +72,12 @@ impl OutboxRelay {
     /// `wake` is notified by the repository whenever this process commits
     /// outbox rows.
     #[must_use]
-    pub const fn new(pool: MySqlPool, producer: FutureProducer, settings: RelaySettings, wake: Arc<Notify>) -> Self {
+    pub const fn new(
+        pool: MySqlPool,
+        producer: FutureProducer,
+        settings: RelaySettings,
+        wake: Arc<Notify>,
+    ) -> Self {
         Self {
             pool,
             producer,
@@ -81,12 +88,18 @@ impl OutboxRelay {
 
     /// Relays until `shutdown`, then flushes the producer.
     pub async fn run(self, shutdown: CancellationToken) {
-        tracing::info!(batch_size = self.settings.batch_size, "outbox relay started");
+        tracing::info!(
+            batch_size = self.settings.batch_size,
+            "outbox relay started"
+        );
         loop {
             let full_batch = match self.relay_once().await {
                 Ok(published) => published == self.settings.batch_size as usize,
                 Err(error) => {
-                    tracing::warn!(error = format!("{error:#}"), "outbox relay round failed; retrying");
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "outbox relay round failed; retrying"
+                    );
                     metrics::counter!("outbox_relay_failures_total").increment(1);
                     false
                 }
@@ -119,7 +132,10 @@ impl OutboxRelay {
             .execute(&mut *connection)
             .await
             .context("set isolation level")?;
-        let mut tx = connection.begin().await.context("begin relay transaction")?;
+        let mut tx = connection
+            .begin()
+            .await
+            .context("begin relay transaction")?;
         let claimed: Vec<Row> = sqlx::query_as(
             "SELECT seq, id, aggregatetype, aggregateid, type, payload, traceparent FROM outbox \
              ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED",
@@ -134,7 +150,11 @@ impl OutboxRelay {
         let held_back = held_back_by_others(&mut tx, &claimed).await?;
         let ready: Vec<&Row> = claimed
             .iter()
-            .filter(|row| held_back.get(row.aggregateid.as_str()).is_none_or(|&first| row.seq < first))
+            .filter(|row| {
+                held_back
+                    .get(row.aggregateid.as_str())
+                    .is_none_or(|&first| row.seq < first)
+            })
             .collect();
 
         let published = self.publish(&ready).await;
@@ -145,7 +165,11 @@ impl OutboxRelay {
                 seqs.push_bind(*seq);
             }
             delete.push(")");
-            delete.build().execute(&mut *tx).await.context("delete published rows")?;
+            delete
+                .build()
+                .execute(&mut *tx)
+                .await
+                .context("delete published rows")?;
         }
         tx.commit().await.context("commit relay transaction")?;
         metrics::counter!("outbox_published_total").increment(published.len() as u64);
@@ -176,7 +200,12 @@ impl OutboxRelay {
                 .payload(&row.payload)
                 .headers(headers);
             // `send` waits for room in the local queue, then for the ack.
-            deliveries.push(async move { (row.seq, self.producer.send(record, Duration::from_secs(10)).await) });
+            deliveries.push(async move {
+                (
+                    row.seq,
+                    self.producer.send(record, Duration::from_secs(10)).await,
+                )
+            });
         }
         let mut acked = Vec::with_capacity(rows.len());
         for (seq, result) in futures::future::join_all(deliveries).await {

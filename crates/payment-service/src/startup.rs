@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use payment_api::ApiState;
 use payment_application::{CreatePayment, HealthProbe, Topics};
 use payment_infra::kafka::{
-    self, BrokerProbe, ConsumerHealth, KafkaSettings, OrderPlacedHandler, dlq_topic,
+    self, dlq_topic, BrokerProbe, ConsumerHealth, KafkaSettings, OrderPlacedHandler,
 };
 use payment_infra::mariadb::{self, DatabaseProbe, MariaDbPaymentRepository};
 use payment_infra::outbox::{OutboxRelay, RelaySettings};
@@ -146,7 +146,11 @@ impl Application {
     /// # Errors
     /// When the OS cannot tell the listener's address.
     pub fn port(&self) -> anyhow::Result<u16> {
-        Ok(self.listener.local_addr().context("listener address")?.port())
+        Ok(self
+            .listener
+            .local_addr()
+            .context("listener address")?
+            .port())
     }
 
     /// Serves until `shutdown` resolves, then stops everything gracefully.
@@ -173,7 +177,9 @@ impl Application {
         stop.cancel(); // the server may also have stopped on its own
         let mut outcome = served;
         while let Some(finished) = workers.join_next().await {
-            let worker = finished.context("worker panicked").and_then(|result| result);
+            let worker = finished
+                .context("worker panicked")
+                .and_then(|result| result);
             if let Err(error) = worker {
                 tracing::error!(error = format!("{error:#}"), "worker failed");
                 outcome = outcome.and(Err(error));
@@ -225,13 +231,18 @@ impl Workers {
 
 /// Creates the topics, retrying while the broker is away. Answers `false`
 /// when shutdown came first.
-async fn provision_topics(kafka: &KafkaSettings, provision: &Provision, stop: &CancellationToken) -> bool {
+async fn provision_topics(
+    kafka: &KafkaSettings,
+    provision: &Provision,
+    stop: &CancellationToken,
+) -> bool {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match kafka
-            .ensure_topics(&provision.topics, provision.partitions, provision.replication)
-            .await
-        {
+        let attempt = tokio::select! {
+            () = stop.cancelled() => return false,
+            attempt = kafka.ensure_topics(&provision.topics, provision.partitions, provision.replication) => attempt,
+        };
+        match attempt {
             Ok(()) => return true,
             Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot create topics yet"),
         }

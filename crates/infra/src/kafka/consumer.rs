@@ -16,10 +16,10 @@ use anyhow::Context as _;
 use chrono::Utc;
 use futures::future::BoxFuture;
 use payment_application::HealthProbe;
-use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use super::KafkaSettings;
@@ -86,7 +86,10 @@ pub trait MessageHandler: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`HandlingError`] saying whether a retry can help.
-    fn handle(&self, message: &Incoming) -> impl Future<Output = Result<&'static str, HandlingError>> + Send;
+    fn handle(
+        &self,
+        message: &Incoming,
+    ) -> impl Future<Output = Result<&'static str, HandlingError>> + Send;
 }
 
 /// The dead-letter topic of `topic`.
@@ -104,7 +107,12 @@ pub struct ConsumerHealth {
 
 impl ConsumerHealth {
     fn failing(&self, error: &str) {
-        error.clone_into(&mut self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        error.clone_into(
+            &mut self
+                .last_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         self.failing.store(true, Ordering::Release);
     }
 
@@ -155,10 +163,15 @@ pub async fn run_consumer<H: MessageHandler>(
         // Offsets are stored by hand, after the effect is committed.
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout.as_millis().to_string(),
+        )
         .set(
             "heartbeat.interval.ms",
-            (settings.session_timeout.as_millis() / 6).max(100).to_string(),
+            (settings.session_timeout.as_millis() / 6)
+                .max(100)
+                .to_string(),
         )
         .create()
         .context("create Kafka consumer")?;

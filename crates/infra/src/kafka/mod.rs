@@ -10,14 +10,14 @@ mod probe;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::FutureProducer;
+use rdkafka::ClientConfig;
 
 pub use consumer::{
-    ConsumerHealth, HandlingError, Incoming, MessageHandler, dlq_topic, run_consumer,
+    dlq_topic, run_consumer, ConsumerHealth, HandlingError, Incoming, MessageHandler,
 };
 pub use order_placed::OrderPlacedHandler;
 pub use probe::BrokerProbe;
@@ -70,9 +70,16 @@ impl KafkaSettings {
     ///
     /// # Errors
     /// When the broker cannot be reached or refuses a creation.
-    pub async fn ensure_topics(&self, topics: &[String], partitions: i32, replication: i32) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.client_config().create().context("create Kafka admin client")?;
+    pub async fn ensure_topics(
+        &self,
+        topics: &[String],
+        partitions: i32,
+        replication: i32,
+    ) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .context("create Kafka admin client")?;
         let new_topics: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))

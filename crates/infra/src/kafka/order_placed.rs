@@ -42,13 +42,19 @@ struct OrderPlacedData {
 /// A reason naming the offending field.
 pub fn decode(message: &Incoming) -> Result<OrderPlaced, String> {
     let payload = message.payload.as_deref().ok_or("empty message")?;
-    let envelope: Envelope =
-        serde_json::from_slice(payload).map_err(|e| format!("not an OrderPlaced CloudEvent: {e}"))?;
+    let envelope: Envelope = serde_json::from_slice(payload)
+        .map_err(|e| format!("not an OrderPlaced CloudEvent: {e}"))?;
     if envelope.specversion != "1.0" {
-        return Err(format!("unsupported specversion {:?}", envelope.specversion));
+        return Err(format!(
+            "unsupported specversion {:?}",
+            envelope.specversion
+        ));
     }
     if envelope.event_type != EVENT_TYPE {
-        return Err(format!("unexpected type {:?} (expected {EVENT_TYPE})", envelope.event_type));
+        return Err(format!(
+            "unexpected type {:?} (expected {EVENT_TYPE})",
+            envelope.event_type
+        ));
     }
     if envelope.id.trim().is_empty() || envelope.id.len() > 255 {
         return Err("id must be 1-255 characters".into());
@@ -148,14 +154,19 @@ mod tests {
         assert_eq!(order.message_id, "evt-1");
         assert_eq!(order.order_id.as_str(), "order-0001");
         assert_eq!(order.user_id.as_str(), "42");
-        assert_eq!(order.amount, Money::new(dec!(15000), Currency::Krw).unwrap());
+        assert_eq!(
+            order.amount,
+            Money::new(dec!(15000), Currency::Krw).unwrap()
+        );
         assert_eq!(order.correlation_id.as_deref(), Some("flow-1"));
         assert_eq!(order.traceparent.as_deref(), Some("00-abc-def-01"));
     }
 
     #[test]
     fn currency_defaults_to_krw_and_string_amounts_are_exact() {
-        let order = decode(&message(&event(r#"{"orderId":"order-0001","userId":"u","amount":"10.50"}"#)));
+        let order = decode(&message(&event(
+            r#"{"orderId":"order-0001","userId":"u","amount":"10.50"}"#,
+        )));
         assert!(order.unwrap_err().contains("KRW"), "KRW has no minor unit");
         let order = decode(&message(&event(
             r#"{"orderId":"order-0001","userId":"u","amount":"10.50","currency":"USD"}"#,
@@ -168,18 +179,34 @@ mod tests {
     fn invalid_events_are_refused_with_the_field_named() {
         for (data, expected) in [
             (r#"{"orderId":"bad","userId":"u","amount":100}"#, "orderId"),
-            (r#"{"orderId":"order-0001","userId":"","amount":100}"#, "userId"),
-            (r#"{"orderId":"order-0001","userId":"u","amount":-5}"#, "negative"),
-            (r#"{"orderId":"order-0001","userId":"u","amount":true}"#, "amount"),
-            (r#"{"orderId":"order-0001","userId":"u","amount":100,"currency":"EUR"}"#, "EUR"),
+            (
+                r#"{"orderId":"order-0001","userId":"","amount":100}"#,
+                "userId",
+            ),
+            (
+                r#"{"orderId":"order-0001","userId":"u","amount":-5}"#,
+                "negative",
+            ),
+            (
+                r#"{"orderId":"order-0001","userId":"u","amount":true}"#,
+                "amount",
+            ),
+            (
+                r#"{"orderId":"order-0001","userId":"u","amount":100,"currency":"EUR"}"#,
+                "EUR",
+            ),
             (r#"{"userId":"u","amount":100}"#, "orderId"),
         ] {
             let error = decode(&message(&event(data))).unwrap_err();
             assert!(error.contains(expected), "{data}: {error}");
         }
-        assert!(decode(&message("not json")).unwrap_err().contains("CloudEvent"));
+        assert!(decode(&message("not json"))
+            .unwrap_err()
+            .contains("CloudEvent"));
         let wrong_type = event(r#"{"orderId":"order-0001","userId":"u","amount":1}"#)
             .replace("OrderPlacedEvent", "OrderCanceledEvent");
-        assert!(decode(&message(&wrong_type)).unwrap_err().contains("OrderCanceledEvent"));
+        assert!(decode(&message(&wrong_type))
+            .unwrap_err()
+            .contains("OrderCanceledEvent"));
     }
 }

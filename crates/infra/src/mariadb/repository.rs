@@ -183,7 +183,11 @@ impl PaymentRepository for MariaDbPaymentRepository {
                 .map_err(|e| unexpected(e, "write outbox message"))?;
         }
         tx.commit().await.context("commit transaction")?;
-        if let Some(signal) = self.outbox_committed.as_ref().filter(|_| !commit.outbox.is_empty()) {
+        if let Some(signal) = self
+            .outbox_committed
+            .as_ref()
+            .filter(|_| !commit.outbox.is_empty())
+        {
             signal.notify_one();
         }
         Ok(())

@@ -1,0 +1,335 @@
+//! Order placed → payment created exactly once, end to end: the real service,
+//! a real MariaDB and a real Kafka-protocol broker.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use payment_e2e::kafka::{self, Received};
+use payment_e2e::{spawn_app, TestApp};
+use rand::seq::SliceRandom as _;
+use serde_json::{json, Value};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::MySqlPool;
+
+struct Topics {
+    order_placed: String,
+    payment_created: String,
+}
+
+impl Topics {
+    async fn new() -> Self {
+        let topics = Self {
+            order_placed: kafka::unique_topic("order.placed"),
+            payment_created: kafka::unique_topic("payment.created"),
+        };
+        kafka::create_topics(&[
+            topics.order_placed.clone(),
+            format!("{}.dlq", topics.order_placed),
+            topics.payment_created.clone(),
+        ])
+        .await;
+        topics
+    }
+
+    /// The service's settings for this test: its own topics (and one
+    /// consumer group for every instance of the test, as in production).
+    fn config(&self) -> Value {
+        json!({
+            "kafka": { "group_id": format!("{}.group", self.order_placed) },
+            "topics": {
+                "order_placed": self.order_placed,
+                "payment_created": self.payment_created,
+            },
+        })
+    }
+}
+
+fn order_placed(event_id: &str, order_id: &str, amount: u64) -> Vec<u8> {
+    json!({
+        "id": event_id,
+        "source": "/order-service",
+        "specversion": "1.0",
+        "type": "OrderPlacedEvent",
+        "time": "2026-11-22T00:00:00Z",
+        "subject": order_id,
+        "datacontenttype": "application/json",
+        "data": {
+            "orderId": order_id,
+            "userId": 42,
+            "amount": amount,
+            "currency": "KRW",
+            "occurredAt": "2026-11-22T00:00:00Z",
+        },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn payments(pool: &MySqlPool) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM payments")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn handled(app: &TestApp, topic: &str) -> f64 {
+    app.counter("kafka_messages_total", &[("topic", topic)])
+        .await
+}
+
+/// Waits until the service has handled `count` messages of `topic`.
+async fn wait_handled(app: &TestApp, topic: &str, count: f64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while handled(app, topic).await < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} handled",
+            handled(app, topic).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn distinct_ids(messages: &[Received]) -> HashSet<String> {
+    messages
+        .iter()
+        .map(|m| m.json()["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_thousand_orders_each_delivered_three_times_make_a_thousand_payments(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    const ORDERS: usize = 1_000;
+    let topics = Topics::new().await;
+    let app = spawn_app(&db, topics.config()).await;
+    let pool = pool_options.connect_with(db).await.unwrap();
+
+    let mut messages: Vec<(String, Vec<u8>)> = (0..ORDERS)
+        .flat_map(|i| {
+            let order_id = format!("order-{i:06}");
+            let payload = order_placed(&format!("evt-{i}"), &order_id, 1_000 + i as u64);
+            [
+                (order_id.clone(), payload.clone()),
+                (order_id.clone(), payload.clone()),
+                (order_id, payload),
+            ]
+        })
+        .collect();
+    messages.shuffle(&mut rand::rng());
+    let producer = kafka::producer();
+    let started = Instant::now();
+    kafka::publish_all(&producer, &topics.order_placed, &messages).await;
+    wait_handled(
+        &app,
+        &topics.order_placed,
+        (3 * ORDERS) as f64,
+        Duration::from_secs(180),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    println!(
+        "handled {} messages ({ORDERS} payments) in {elapsed:?}: {:.0} payments/s, {:.0} messages/s",
+        3 * ORDERS,
+        ORDERS as f64 / elapsed.as_secs_f64(),
+        (3 * ORDERS) as f64 / elapsed.as_secs_f64(),
+    );
+
+    assert_eq!(payments(&pool).await, ORDERS as i64);
+    assert_eq!(
+        app.counter(
+            "kafka_messages_total",
+            &[("topic", &topics.order_placed), ("outcome", "created")]
+        )
+        .await,
+        ORDERS as f64
+    );
+    // Read until every payment is announced, then a little longer: no
+    // further event id may appear (redeliveries of the same id would be fine).
+    let mut complete_at: Option<Instant> = None;
+    let created = kafka::read_until(&topics.payment_created, Duration::from_secs(60), |seen| {
+        if complete_at.is_none() && distinct_ids(seen).len() >= ORDERS {
+            complete_at = Some(Instant::now());
+        }
+        complete_at.is_some_and(|at| at.elapsed() > Duration::from_secs(2))
+    })
+    .await;
+    assert_eq!(distinct_ids(&created).len(), ORDERS);
+    let orders: HashSet<String> = created
+        .iter()
+        .map(|m| m.json()["data"]["orderId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(orders.len(), ORDERS);
+    for message in &created {
+        let event = message.json();
+        assert_eq!(event["type"], "PaymentCreatedEvent");
+        assert_eq!(message.headers["id"], event["id"].as_str().unwrap());
+        assert_eq!(message.headers["eventType"], "PaymentCreatedEvent");
+        assert_eq!(message.key.as_deref(), event["subject"].as_str());
+        let order_number: u64 = event["data"]["orderId"].as_str().unwrap()[6..]
+            .parse()
+            .unwrap();
+        assert_eq!(event["data"]["amount"], 1_000 + order_number);
+    }
+    app.stop().await.unwrap();
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_crash_mid_stream_loses_nothing_and_doubles_nothing(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    const ORDERS: usize = 600;
+    let topics = Topics::new().await;
+    let pool = pool_options.connect_with(db.clone()).await.unwrap();
+    let messages: Vec<(String, Vec<u8>)> = (0..ORDERS)
+        .map(|i| {
+            let order_id = format!("crash-{i:06}");
+            let payload = order_placed(&format!("evt-crash-{i}"), &order_id, 5_000);
+            (order_id, payload)
+        })
+        .collect();
+    kafka::publish_all(&kafka::producer(), &topics.order_placed, &messages).await;
+
+    let first = spawn_app(&db, topics.config()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while payments(&pool).await < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "the first instance never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    let at_crash = payments(&pool).await;
+    assert!(
+        at_crash < ORDERS as i64,
+        "the crash must come mid-stream ({at_crash})"
+    );
+
+    let second = spawn_app(&db, topics.config()).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while payments(&pool).await < ORDERS as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} payments",
+            payments(&pool).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let created = kafka::read_until(&topics.payment_created, Duration::from_secs(60), |seen| {
+        distinct_ids(seen).len() >= ORDERS
+    })
+    .await;
+    assert_eq!(
+        distinct_ids(&created).len(),
+        ORDERS,
+        "every payment announced"
+    );
+    let inbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(inbox, ORDERS as i64);
+    assert_eq!(payments(&pool).await, ORDERS as i64);
+    second.stop().await.unwrap();
+}
+
+#[sqlx::test(migrations = false)]
+async fn poison_messages_go_to_the_dlq_with_their_reason_and_block_nothing(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let topics = Topics::new().await;
+    let app = spawn_app(&db, topics.config()).await;
+    let pool = pool_options.connect_with(db).await.unwrap();
+    let producer = kafka::producer();
+    // One key: one partition, so the good messages after the bad ones prove
+    // the partition is not blocked.
+    let key = "same-partition";
+    let sent: [(&str, Vec<u8>); 6] = [
+        ("good", order_placed("evt-p1", "order-p1", 1_000)),
+        ("not json", b"{ this is not json".to_vec()),
+        ("good", order_placed("evt-p2", "order-p2", 2_000)),
+        ("bad order id", order_placed("evt-p3", "bad!", 3_000)),
+        ("other amount", order_placed("evt-p4", "order-p1", 9_999)),
+        ("good", order_placed("evt-p5", "order-p5", 5_000)),
+    ];
+    for (_, payload) in &sent {
+        kafka::publish(
+            &producer,
+            &topics.order_placed,
+            key,
+            payload,
+            &[("traceparent", "00-abc-def-01")],
+        )
+        .await;
+    }
+    wait_handled(
+        &app,
+        &topics.order_placed,
+        sent.len() as f64,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    assert_eq!(payments(&pool).await, 3);
+    let dlq = kafka::read_until(
+        &format!("{}.dlq", topics.order_placed),
+        Duration::from_secs(30),
+        |seen| seen.len() >= 3,
+    )
+    .await;
+    assert_eq!(dlq.len(), 3);
+    let by_payload: HashMap<&[u8], &Received> = dlq
+        .iter()
+        .map(|m| (m.payload.as_deref().unwrap(), m))
+        .collect();
+    for (expected_reason, payload) in [
+        ("not an OrderPlaced CloudEvent", &sent[1].1),
+        ("orderId", &sent[3].1),
+        ("already has a payment", &sent[4].1),
+    ] {
+        let parked = by_payload[payload.as_slice()];
+        assert!(
+            parked.headers["dlq.error"].contains(expected_reason),
+            "{:?}",
+            parked.headers
+        );
+        assert_eq!(parked.headers["dlq.original.topic"], topics.order_placed);
+        assert!(parked.headers["dlq.original.partition"]
+            .parse::<i32>()
+            .is_ok());
+        assert!(parked.headers["dlq.original.offset"].parse::<i64>().is_ok());
+        assert_eq!(
+            parked.headers["traceparent"], "00-abc-def-01",
+            "original headers kept"
+        );
+        assert_eq!(parked.key.as_deref(), Some(key));
+    }
+    assert_eq!(
+        app.counter(
+            "kafka_messages_total",
+            &[
+                ("topic", &topics.order_placed),
+                ("outcome", "dead_lettered")
+            ]
+        )
+        .await,
+        3.0
+    );
+    let amount: rust_decimal::Decimal =
+        sqlx::query_scalar("SELECT amount FROM payments WHERE order_id = 'order-p1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        amount,
+        rust_decimal::Decimal::from(1_000),
+        "the conflicting amount was not applied"
+    );
+    app.stop().await.unwrap();
+}
