@@ -54,7 +54,6 @@ pub async fn create_topics(topics: &[String]) {
 }
 
 /// An idempotent producer to the local broker.
-#[must_use]
 pub fn producer() -> FutureProducer {
     settings("producer").producer().expect("producer")
 }

@@ -158,15 +158,12 @@ impl OutboxRelay {
             .collect();
 
         let published = self.publish(&ready).await;
-        if !published.is_empty() {
-            let mut delete = QueryBuilder::new("DELETE FROM outbox WHERE seq IN (");
-            let mut seqs = delete.separated(", ");
-            for seq in &published {
-                seqs.push_bind(*seq);
-            }
-            delete.push(")");
-            delete
-                .build()
+        // One primary-key lookup per row: a multi-value `IN` may be planned
+        // as a scan when the table looks empty, and a scan would lock (and
+        // deadlock on) the rows another instance has claimed.
+        for seq in &published {
+            sqlx::query("DELETE FROM outbox WHERE seq = ?")
+                .bind(seq)
                 .execute(&mut *tx)
                 .await
                 .context("delete published rows")?;
