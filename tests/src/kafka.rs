@@ -36,6 +36,7 @@ fn settings(group: &str) -> KafkaSettings {
         client_id: "payment-e2e".into(),
         group_id: group.into(),
         session_timeout: Duration::from_secs(3),
+        debug: None,
     }
 }
 

@@ -96,6 +96,9 @@ pub struct KafkaConfig {
     pub topic_partitions: i32,
     #[serde(default = "default_topic_replication")]
     pub topic_replication: i32,
+    /// librdkafka debug contexts (e.g. `cgrp,fetch`), logged at debug level.
+    #[serde(default)]
+    pub debug: Option<String>,
 }
 
 const fn default_session_timeout_ms() -> u64 {

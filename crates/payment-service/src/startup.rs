@@ -76,6 +76,7 @@ impl Application {
             client_id: config.kafka.client_id.clone(),
             group_id: config.kafka.group_id.clone(),
             session_timeout: Duration::from_millis(config.kafka.session_timeout_ms),
+            debug: config.kafka.debug.clone(),
         };
         let outbox_committed = Arc::new(Notify::new());
         let repository =

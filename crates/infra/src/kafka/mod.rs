@@ -34,6 +34,8 @@ pub struct KafkaSettings {
     /// Consumer session timeout: a dead member's partitions move after this;
     /// joining a group takes about half of it.
     pub session_timeout: Duration,
+    /// librdkafka debug contexts (e.g. `cgrp,topic,fetch`), for diagnosis.
+    pub debug: Option<String>,
 }
 
 impl KafkaSettings {
@@ -47,6 +49,9 @@ impl KafkaSettings {
             // Fail requests to a dead broker quickly instead of hanging for minutes.
             .set("socket.timeout.ms", "10000")
             .set("reconnect.backoff.max.ms", "2000");
+        if let Some(contexts) = &self.debug {
+            config.set("debug", contexts);
+        }
         config
     }
 
