@@ -1,13 +1,27 @@
 #!/usr/bin/env bash
-# The run command: bring the local stack up and run the service for real
-# (release build) on http://127.0.0.1:8087 until Ctrl-C.
-# Any PAYMENT__… variable already set wins over the defaults below.
+# The run command: bring the local stack up (MariaDB + Tansu), start the fake
+# Toss server, and run the service for real (release build) on
+# http://127.0.0.1:8087 until Ctrl-C. No Toss keys needed: the service talks
+# to the fake Toss over HTTP exactly as it would to Toss.
+# Any PAYMENT__… variable already set wins over the defaults below (set
+# PAYMENT__TOSS__BASE_URL and PAYMENT__TOSS__SECRET_KEY to use real Toss).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/stack.sh up
 # shellcheck source=/dev/null
 source .stack/env
-export PAYMENT__GATEWAY="${PAYMENT__GATEWAY:-fake}"
+
+cargo build --release --locked -p payment-service -p fake-toss
+
+FAKE_TOSS_ADDR="${FAKE_TOSS_ADDR:-127.0.0.1:18080}"
+if [[ -z "${PAYMENT__TOSS__BASE_URL:-}" ]]; then
+    FAKE_TOSS_ADDR="$FAKE_TOSS_ADDR" target/release/fake-toss &
+    fake_toss=$!
+    trap 'kill "$fake_toss" 2>/dev/null || true' EXIT
+    export PAYMENT__TOSS__BASE_URL="http://$FAKE_TOSS_ADDR"
+    export PAYMENT__TOSS__SECRET_KEY="${PAYMENT__TOSS__SECRET_KEY:-test_sk_fake}"
+fi
+export PAYMENT__GATEWAY="${PAYMENT__GATEWAY:-toss}"
 export PAYMENT__LOG__FORMAT="${PAYMENT__LOG__FORMAT:-pretty}"
-exec cargo run --release --locked -p payment-service -- serve
+target/release/payment-service serve

@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used)]
 
 pub mod kafka;
+pub mod orders;
 
 use std::time::Duration;
 
@@ -89,7 +90,7 @@ impl TestApp {
             .await
             .expect("metrics text");
         text.lines()
-            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with('{'))
+            .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
             .filter(|line| {
                 labels
                     .iter()

@@ -6,65 +6,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use payment_e2e::kafka::{self, Received};
+use payment_e2e::orders::{order_placed, TestTopics};
 use payment_e2e::{spawn_app, TestApp};
 use rand::seq::SliceRandom as _;
-use serde_json::{json, Value};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::MySqlPool;
-
-struct Topics {
-    order_placed: String,
-    payment_created: String,
-}
-
-impl Topics {
-    async fn new() -> Self {
-        let topics = Self {
-            order_placed: kafka::unique_topic("order.placed"),
-            payment_created: kafka::unique_topic("payment.created"),
-        };
-        kafka::create_topics(&[
-            topics.order_placed.clone(),
-            format!("{}.dlq", topics.order_placed),
-            topics.payment_created.clone(),
-        ])
-        .await;
-        topics
-    }
-
-    /// The service's settings for this test: its own topics (and one
-    /// consumer group for every instance of the test, as in production).
-    fn config(&self) -> Value {
-        json!({
-            "kafka": { "group_id": format!("{}.group", self.order_placed) },
-            "topics": {
-                "order_placed": self.order_placed,
-                "payment_created": self.payment_created,
-            },
-        })
-    }
-}
-
-fn order_placed(event_id: &str, order_id: &str, amount: u64) -> Vec<u8> {
-    json!({
-        "id": event_id,
-        "source": "/order-service",
-        "specversion": "1.0",
-        "type": "OrderPlacedEvent",
-        "time": "2026-11-22T00:00:00Z",
-        "subject": order_id,
-        "datacontenttype": "application/json",
-        "data": {
-            "orderId": order_id,
-            "userId": 42,
-            "amount": amount,
-            "currency": "KRW",
-            "occurredAt": "2026-11-22T00:00:00Z",
-        },
-    })
-    .to_string()
-    .into_bytes()
-}
 
 async fn payments(pool: &MySqlPool) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM payments")
@@ -104,7 +50,7 @@ async fn a_thousand_orders_each_delivered_three_times_make_a_thousand_payments(
     db: MySqlConnectOptions,
 ) {
     const ORDERS: usize = 1_000;
-    let topics = Topics::new().await;
+    let topics = TestTopics::create().await;
     let app = spawn_app(&db, topics.config()).await;
     let pool = pool_options.connect_with(db).await.unwrap();
 
@@ -183,7 +129,7 @@ async fn a_crash_mid_stream_loses_nothing_and_doubles_nothing(
     db: MySqlConnectOptions,
 ) {
     const ORDERS: usize = 600;
-    let topics = Topics::new().await;
+    let topics = TestTopics::create().await;
     let pool = pool_options.connect_with(db.clone()).await.unwrap();
     let messages: Vec<(String, Vec<u8>)> = (0..ORDERS)
         .map(|i| {
@@ -243,7 +189,7 @@ async fn poison_messages_go_to_the_dlq_with_their_reason_and_block_nothing(
     pool_options: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
-    let topics = Topics::new().await;
+    let topics = TestTopics::create().await;
     let app = spawn_app(&db, topics.config()).await;
     let pool = pool_options.connect_with(db).await.unwrap();
     let producer = kafka::producer();

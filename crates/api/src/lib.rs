@@ -4,13 +4,20 @@
 
 mod health;
 mod observability;
+mod problem;
+mod view;
+mod widget;
+
+pub use problem::{FieldError, Problem};
+pub use view::PaymentView;
+pub use widget::{WidgetRedirects, WidgetState};
 
 use std::sync::Arc;
 
 use axum::http::HeaderName;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use payment_application::HealthProbe;
+use payment_application::{HealthProbe, PaymentGateway, PaymentRepository};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -33,11 +40,14 @@ impl std::fmt::Debug for ApiState {
 }
 
 /// The whole HTTP surface.
-pub fn router(state: ApiState) -> Router {
+pub fn router<R: PaymentRepository, G: PaymentGateway>(
+    ops: ApiState,
+    widget: WidgetState<R, G>,
+) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
-        .merge(health::routes())
-        .with_state(state)
+        .merge(health::routes().with_state(ops))
+        .merge(widget::routes(Arc::new(widget)))
         .layer(axum::middleware::from_fn(observability::track_requests))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(

@@ -181,6 +181,8 @@ mod tests {
             repository.clone(),
             Topics {
                 payment_created: "payment.created".into(),
+                payment_completed: "payment.completed".into(),
+                payment_failed: "payment.failed".into(),
             },
             "order.placed".into(),
         )

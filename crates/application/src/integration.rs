@@ -6,7 +6,7 @@
 //! read them; amounts are JSON numbers at the currency's scale.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use payment_domain::{Money, Payment};
+use payment_domain::{Money, Payment, PaymentStatus};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -19,6 +19,8 @@ pub const SOURCE: &str = "/payment-service";
 #[derive(Debug, Clone)]
 pub struct Topics {
     pub payment_created: String,
+    pub payment_completed: String,
+    pub payment_failed: String,
 }
 
 /// Who caused an event: the message or request that triggered the command.
@@ -111,6 +113,69 @@ pub fn payment_created(
     )
 }
 
+/// `PaymentCompletedEvent`: the PG approved; the customer has paid.
+#[must_use]
+pub fn payment_completed(
+    topics: &Topics,
+    payment: &Payment,
+    causation: &Causation,
+    at: DateTime<Utc>,
+) -> OutboxMessage {
+    let data = json!({
+        "paymentId": payment.id(),
+        "orderId": payment.order_id(),
+        "paymentKey": payment.payment_key(),
+        "paidAmount": amount_json(payment.amount()),
+        "currency": payment.amount().currency(),
+        "method": payment.method(),
+        "approvedAt": payment.approved_at().map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+    });
+    outbox_message(
+        &topics.payment_completed,
+        "PaymentCompletedEvent",
+        payment,
+        causation,
+        at,
+        data,
+    )
+}
+
+/// `PaymentFailedEvent`: the payment will not be paid (declined, abandoned
+/// in the widget, or expired), with the reason's code and message.
+#[must_use]
+pub fn payment_failed(
+    topics: &Topics,
+    payment: &Payment,
+    causation: &Causation,
+    at: DateTime<Utc>,
+) -> OutboxMessage {
+    let failure = payment.failure();
+    let (code, message) = match (payment.status(), failure) {
+        (_, Some(failure)) => (failure.code.as_str(), failure.message.as_str()),
+        (PaymentStatus::Expired, None) => {
+            ("PAYMENT_EXPIRED", "the payment was not confirmed in time")
+        }
+        _ => ("PAYMENT_FAILED", "the payment failed"),
+    };
+    let data = json!({
+        "paymentId": payment.id(),
+        "orderId": payment.order_id(),
+        "status": payment.status(),
+        "code": code,
+        "message": message,
+        "amount": amount_json(payment.amount()),
+        "currency": payment.amount().currency(),
+    });
+    outbox_message(
+        &topics.payment_failed,
+        "PaymentFailedEvent",
+        payment,
+        causation,
+        at,
+        data,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use payment_domain::{execute, Currency, OrderId, PaymentCommand, PaymentId, UserId};
@@ -121,6 +186,8 @@ mod tests {
     fn topics() -> Topics {
         Topics {
             payment_created: "created".into(),
+            payment_completed: "completed".into(),
+            payment_failed: "failed".into(),
         }
     }
 

@@ -5,7 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use payment_domain::{OrderId, Payment, PaymentId};
+use chrono::{DateTime, Utc};
+use payment_domain::{OrderId, Payment, PaymentId, PaymentStatus, PaymentTransaction};
 
 use crate::ports::{Commit, OutboxMessage, PaymentRepository, RecordedEvent, StoreError};
 
@@ -16,6 +17,8 @@ struct State {
     orders: HashMap<OrderId, PaymentId>,
     inbox: HashSet<(String, String)>,
     outbox: Vec<OutboxMessage>,
+    transactions: Vec<PaymentTransaction>,
+    updated: HashMap<PaymentId, DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -37,6 +40,10 @@ impl MemoryRepository {
     pub(crate) fn payments(&self) -> Vec<Payment> {
         self.lock().payments.values().cloned().collect()
     }
+
+    pub(crate) fn all_transactions(&self) -> Vec<PaymentTransaction> {
+        self.lock().transactions.clone()
+    }
 }
 
 impl PaymentRepository for MemoryRepository {
@@ -55,6 +62,40 @@ impl PaymentRepository for MemoryRepository {
 
     async fn events(&self, id: PaymentId) -> Result<Vec<RecordedEvent>, StoreError> {
         Ok(self.lock().streams.get(&id).cloned().unwrap_or_default())
+    }
+
+    async fn transactions(&self, id: PaymentId) -> Result<Vec<PaymentTransaction>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .transactions
+            .iter()
+            .filter(|t| t.payment_id() == id)
+            .cloned()
+            .collect())
+    }
+
+    async fn stale(
+        &self,
+        status: PaymentStatus,
+        unchanged_since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PaymentId>, StoreError> {
+        let state = self.lock();
+        let mut ids: Vec<_> = state
+            .payments
+            .values()
+            .filter(|p| p.status() == status)
+            .filter(|p| {
+                state
+                    .updated
+                    .get(&p.id())
+                    .is_some_and(|at| *at < unchanged_since)
+            })
+            .map(Payment::id)
+            .collect();
+        ids.sort();
+        ids.truncate(limit as usize);
+        Ok(ids)
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
@@ -91,6 +132,17 @@ impl PaymentRepository for MemoryRepository {
             }
             state.orders.insert(order, id);
             state.payments.insert(id, append.state.clone());
+            state.updated.insert(id, append.occurred_at);
+        }
+        for transaction in commit.transactions {
+            match state
+                .transactions
+                .iter_mut()
+                .find(|t| t.id() == transaction.id())
+            {
+                Some(slot) => *slot = transaction,
+                None => state.transactions.push(transaction),
+            }
         }
         if let Some(entry) = commit.inbox {
             state.inbox.insert((entry.consumer, entry.message_id));

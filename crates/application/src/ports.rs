@@ -6,7 +6,9 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use payment_domain::{OrderId, Payment, PaymentEvent, PaymentId, PaymentTransaction};
+use payment_domain::{
+    OrderId, Payment, PaymentEvent, PaymentId, PaymentStatus, PaymentTransaction,
+};
 use uuid::Uuid;
 
 /// Everything one command changes, persisted atomically by
@@ -109,6 +111,27 @@ pub trait PaymentRepository: Send + Sync + 'static {
         &self,
         id: PaymentId,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// A payment's gateway interactions, oldest first.
+    ///
+    /// # Errors
+    /// As [`PaymentRepository::load`].
+    fn transactions(
+        &self,
+        id: PaymentId,
+    ) -> impl Future<Output = Result<Vec<PaymentTransaction>, StoreError>> + Send;
+
+    /// Up to `limit` payments in `status` not changed since `unchanged_since`,
+    /// oldest first (for the reconciler and the expiry job).
+    ///
+    /// # Errors
+    /// As [`PaymentRepository::load`].
+    fn stale(
+        &self,
+        status: PaymentStatus,
+        unchanged_since: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<PaymentId>, StoreError>> + Send;
 
     /// Persists `commit` in ONE database transaction: events, projection,
     /// transactions, outbox rows and the inbox record, or nothing.

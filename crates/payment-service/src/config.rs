@@ -41,6 +41,73 @@ pub struct Config {
     pub topics: Topics,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub fake: FakeGatewayConfig,
+    #[serde(default)]
+    pub reconciler: ReconcilerConfig,
+    #[serde(default)]
+    pub expiry: ExpiryConfig,
+}
+
+/// The network-free gateway (`gateway = fake`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FakeGatewayConfig {
+    pub mode: FakeMode,
+    /// Added to every confirm, to imitate the PG's latency.
+    pub delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FakeMode {
+    #[default]
+    Approve,
+    Decline,
+    Random,
+}
+
+/// The background resolution of approvals whose outcome is unknown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReconcilerConfig {
+    /// How often stale IN_PROGRESS payments are examined.
+    pub interval_ms: u64,
+    /// A payment is left alone until it has been IN_PROGRESS this long.
+    pub min_age_ms: u64,
+    pub first_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Toss accepts a confirm this long after the customer's authentication.
+    pub confirm_window_secs: u64,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 5_000,
+            min_age_ms: 30_000,
+            first_backoff_ms: 5_000,
+            max_backoff_ms: 300_000,
+            confirm_window_secs: 600,
+        }
+    }
+}
+
+/// READY payments nobody confirmed become EXPIRED after `ttl_secs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExpiryConfig {
+    pub ttl_secs: u64,
+    pub interval_ms: u64,
+}
+
+impl Default for ExpiryConfig {
+    fn default() -> Self {
+        Self {
+            ttl_secs: 30 * 60,
+            interval_ms: 30_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +210,10 @@ pub struct TossConfig {
     pub secret_key: Option<SecretString>,
     pub connect_timeout_ms: u64,
     pub read_timeout_ms: u64,
+    /// Where the browser goes after a successful widget flow (JSON if unset).
+    pub success_redirect_url: Option<String>,
+    /// Where the browser goes after a failed widget flow (JSON if unset).
+    pub fail_redirect_url: Option<String>,
 }
 
 impl Default for TossConfig {
@@ -152,6 +223,8 @@ impl Default for TossConfig {
             secret_key: None,
             connect_timeout_ms: 3_000,
             read_timeout_ms: 30_000,
+            success_redirect_url: None,
+            fail_redirect_url: None,
         }
     }
 }

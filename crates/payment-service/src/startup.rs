@@ -10,13 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use payment_api::ApiState;
-use payment_application::{CreatePayment, HealthProbe, Topics};
+use payment_api::{ApiState, WidgetRedirects, WidgetState};
+use payment_application::{
+    AbortFromWidget, ConfirmPayment, CreatePayment, ExpirePayments, GatewayNotice, HealthProbe,
+    Reconciler, ReconcilerSettings, StoreError, Topics,
+};
+use payment_infra::fake_gateway::{FakeGateway, FakeMode};
+use payment_infra::gateway::ConfiguredGateway;
 use payment_infra::kafka::{
     self, dlq_topic, BrokerProbe, ConsumerHealth, KafkaSettings, OrderPlacedHandler,
 };
 use payment_infra::mariadb::{self, DatabaseProbe, MariaDbPaymentRepository};
 use payment_infra::outbox::{OutboxRelay, RelaySettings};
+use payment_infra::toss::{TossGateway, TossSettings};
 use secrecy::ExposeSecret as _;
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
@@ -24,7 +30,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, OutboxRelay as RelayKind};
+use crate::config::{self, Config, GatewayKind, OutboxRelay as RelayKind};
 use crate::telemetry;
 
 /// The built service, bound and ready to run.
@@ -43,6 +49,15 @@ struct Workers {
     provision: Option<Provision>,
     order_placed: OrderPlacedWorker,
     relay: Option<OutboxRelay>,
+    reconciler: Periodic<Reconciler<MariaDbPaymentRepository, ConfiguredGateway>>,
+    expiry: Periodic<ExpirePayments<MariaDbPaymentRepository>>,
+}
+
+/// A job run every `interval`.
+#[derive(Debug)]
+struct Periodic<J> {
+    job: J,
+    interval: Duration,
 }
 
 #[derive(Debug)]
@@ -81,18 +96,56 @@ impl Application {
         let outbox_committed = Arc::new(Notify::new());
         let repository =
             MariaDbPaymentRepository::new(pool.clone()).notifying(Arc::clone(&outbox_committed));
+        let gateway = gateway(config)?;
         let topics = &config.topics;
+        let announced = Topics {
+            payment_created: topics.payment_created.clone(),
+            payment_completed: topics.payment_completed.clone(),
+            payment_failed: topics.payment_failed.clone(),
+        };
 
         let order_placed = OrderPlacedWorker {
             topic: topics.order_placed.clone(),
             handler: OrderPlacedHandler::new(CreatePayment::new(
-                repository,
-                Topics {
-                    payment_created: topics.payment_created.clone(),
-                },
+                repository.clone(),
+                announced.clone(),
                 topics.order_placed.clone(),
             )),
             health: ConsumerHealth::default(),
+        };
+        let widget = WidgetState {
+            confirm: ConfirmPayment::new(repository.clone(), gateway.clone(), announced.clone()),
+            abort: AbortFromWidget::new(repository.clone(), announced.clone()),
+            notice: GatewayNotice::new(repository.clone(), gateway.clone(), announced.clone()),
+            redirects: WidgetRedirects {
+                success_url: config.toss.success_redirect_url.clone(),
+                fail_url: config.toss.fail_redirect_url.clone(),
+            },
+        };
+        let reconciling = &config.reconciler;
+        let reconciler = Periodic {
+            job: Reconciler::new(
+                repository.clone(),
+                gateway,
+                announced.clone(),
+                ReconcilerSettings {
+                    min_age: Duration::from_millis(reconciling.min_age_ms),
+                    confirm_window: Duration::from_secs(reconciling.confirm_window_secs),
+                    first_backoff: Duration::from_millis(reconciling.first_backoff_ms),
+                    max_backoff: Duration::from_millis(reconciling.max_backoff_ms),
+                    batch: 100,
+                },
+            ),
+            interval: Duration::from_millis(reconciling.interval_ms),
+        };
+        let expiry = Periodic {
+            job: ExpirePayments::new(
+                repository,
+                announced,
+                Duration::from_secs(config.expiry.ttl_secs),
+                100,
+            ),
+            interval: Duration::from_millis(config.expiry.interval_ms),
         };
         let relay = match config.outbox.relay {
             RelayKind::Embedded => Some(OutboxRelay::new(
@@ -111,6 +164,8 @@ impl Application {
                 topics.order_placed.clone(),
                 dlq_topic(&topics.order_placed),
                 topics.payment_created.clone(),
+                topics.payment_completed.clone(),
+                topics.payment_failed.clone(),
             ],
             partitions: config.kafka.topic_partitions,
             replication: config.kafka.topic_replication,
@@ -121,10 +176,13 @@ impl Application {
             Arc::new(BrokerProbe::new(&kafka, Duration::from_secs(2))?),
             Arc::new(order_placed.health.clone()),
         ];
-        let router = payment_api::router(ApiState {
-            probes: probes.into(),
-            metrics: telemetry::metrics_handle(),
-        });
+        let router = payment_api::router(
+            ApiState {
+                probes: probes.into(),
+                metrics: telemetry::metrics_handle(),
+            },
+            widget,
+        );
 
         let listener = TcpListener::bind(config.http.addr)
             .await
@@ -138,6 +196,8 @@ impl Application {
                 provision,
                 order_placed,
                 relay,
+                reconciler,
+                expiry,
             },
         })
     }
@@ -200,7 +260,25 @@ impl Workers {
             provision,
             order_placed,
             relay,
+            reconciler,
+            expiry,
         } = self;
+        let reconciler_job = Arc::new(reconciler.job);
+        spawn_periodic(
+            &mut set,
+            stop,
+            "reconciler",
+            reconciler.interval,
+            move || {
+                let job = Arc::clone(&reconciler_job);
+                async move { job.run_once().await }
+            },
+        );
+        let expiry_job = Arc::new(expiry.job);
+        spawn_periodic(&mut set, stop, "expiry", expiry.interval, move || {
+            let job = Arc::clone(&expiry_job);
+            async move { job.run_once().await }
+        });
         if let Some(relay) = relay {
             let stop = stop.clone();
             set.spawn(async move {
@@ -228,6 +306,65 @@ impl Workers {
         });
         set
     }
+}
+
+/// Runs `job` every `interval` until `stop`; a failed round is logged and
+/// the next one tries again.
+fn spawn_periodic<F, Fut>(
+    set: &mut JoinSet<anyhow::Result<()>>,
+    stop: &CancellationToken,
+    name: &'static str,
+    interval: Duration,
+    job: F,
+) where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<usize, StoreError>> + Send,
+{
+    let stop = stop.clone();
+    set.spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(interval) => {}
+            }
+            match job().await {
+                Ok(0) => {}
+                Ok(done) => tracing::info!(job = name, done, "periodic job round"),
+                Err(error) => tracing::warn!(
+                    job = name,
+                    error = format!("{error:#}"),
+                    "periodic job round failed"
+                ),
+            }
+        }
+    });
+}
+
+/// The payment gateway the configuration asks for.
+fn gateway(config: &Config) -> anyhow::Result<ConfiguredGateway> {
+    Ok(match config.gateway {
+        GatewayKind::Toss => {
+            let secret_key = config
+                .toss
+                .secret_key
+                .clone()
+                .context("toss.secret_key (PAYMENT__TOSS__SECRET_KEY) is required")?;
+            ConfiguredGateway::Toss(TossGateway::new(&TossSettings {
+                base_url: config.toss.base_url.clone(),
+                secret_key,
+                connect_timeout: Duration::from_millis(config.toss.connect_timeout_ms),
+                read_timeout: Duration::from_millis(config.toss.read_timeout_ms),
+            })?)
+        }
+        GatewayKind::Fake => ConfiguredGateway::Fake(FakeGateway::new(
+            match config.fake.mode {
+                config::FakeMode::Approve => FakeMode::Approve,
+                config::FakeMode::Decline => FakeMode::Decline,
+                config::FakeMode::Random => FakeMode::Random,
+            },
+            Duration::from_millis(config.fake.delay_ms),
+        )),
+    })
 }
 
 /// Creates the topics, retrying while the broker is away. Answers `false`

@@ -10,7 +10,11 @@ use chrono::{DateTime, Utc};
 use payment_application::{
     Append, Commit, InboxEntry, OutboxMessage, PaymentRepository, RecordedEvent, StoreError,
 };
-use payment_domain::{OrderId, Payment, PaymentEvent, PaymentId, PaymentTransaction};
+use payment_domain::{
+    Currency, Money, OrderId, Payment, PaymentEvent, PaymentId, PaymentStatus, PaymentTransaction,
+    TransactionKind, TransactionStatus,
+};
+use rust_decimal::Decimal;
 use sqlx::{MySql, MySqlPool, Transaction};
 use tokio::sync::Notify;
 
@@ -160,6 +164,45 @@ impl PaymentRepository for MariaDbPaymentRepository {
             .map_err(StoreError::Unexpected)
     }
 
+    async fn transactions(&self, id: PaymentId) -> Result<Vec<PaymentTransaction>, StoreError> {
+        let rows: Vec<TransactionRow> = sqlx::query_as(
+            "SELECT transaction_id, kind, amount, currency, status, \
+             CAST(idempotency_key AS CHAR) AS idempotency_key, transaction_key, failure_code, \
+             requested_at, completed_at FROM payment_transactions \
+             WHERE payment_id = ? ORDER BY requested_at, transaction_id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .context("read payment transactions")?;
+        rows.into_iter()
+            .map(|row| row.into_transaction(id))
+            .collect::<anyhow::Result<_>>()
+            .map_err(StoreError::Unexpected)
+    }
+
+    async fn stale(
+        &self,
+        status: PaymentStatus,
+        unchanged_since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PaymentId>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT payment_id FROM payments WHERE status = ? AND updated_at < ? \
+             ORDER BY updated_at LIMIT ?",
+        )
+        .bind(status.as_str())
+        .bind(unchanged_since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("find stale payments")?;
+        ids.iter()
+            .map(|id| id.parse().context("stored payment id"))
+            .collect::<anyhow::Result<_>>()
+            .map_err(StoreError::Unexpected)
+    }
+
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let now = commit
             .append
@@ -196,6 +239,49 @@ impl PaymentRepository for MariaDbPaymentRepository {
 
 fn unexpected(error: sqlx::Error, what: &'static str) -> StoreError {
     StoreError::Unexpected(anyhow::Error::new(error).context(what))
+}
+
+#[derive(sqlx::FromRow)]
+struct TransactionRow {
+    transaction_id: String,
+    kind: String,
+    amount: Decimal,
+    currency: String,
+    status: String,
+    idempotency_key: String,
+    transaction_key: Option<String>,
+    failure_code: Option<String>,
+    requested_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl TransactionRow {
+    fn into_transaction(self, payment_id: PaymentId) -> anyhow::Result<PaymentTransaction> {
+        let kind = match self.kind.as_str() {
+            "APPROVAL" => TransactionKind::Approval,
+            "CANCEL" => TransactionKind::Cancel,
+            other => anyhow::bail!("unknown transaction kind {other:?}"),
+        };
+        let status = match self.status.as_str() {
+            "SUCCEEDED" => TransactionStatus::Succeeded,
+            "FAILED" => TransactionStatus::Failed,
+            "UNKNOWN" => TransactionStatus::Unknown,
+            other => anyhow::bail!("unknown transaction status {other:?}"),
+        };
+        let currency: Currency = self.currency.parse()?;
+        Ok(PaymentTransaction::restore(
+            self.transaction_id.parse()?,
+            payment_id,
+            kind,
+            Money::new(self.amount, currency)?,
+            status,
+            self.idempotency_key,
+            self.transaction_key,
+            self.failure_code,
+            self.requested_at,
+            self.completed_at,
+        ))
+    }
 }
 
 #[derive(sqlx::FromRow)]

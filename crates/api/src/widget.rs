@@ -1,0 +1,432 @@
+//! The Toss widget's HTTP surface: the success and fail redirects, the
+//! confirm API the front-end may call instead, and Toss's webhook.
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use payment_application::{
+    AbortError, AbortFromWidget, Causation, Confirm, ConfirmError, ConfirmPayment, Confirmed,
+    GatewayNotice, Noticed, PaymentGateway, PaymentRepository,
+};
+use payment_domain::{Failure, OrderId, Payment, PaymentKey};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::Span;
+
+use crate::problem::{FieldError, Problem};
+use crate::view::PaymentView;
+
+/// Where the browser goes after the widget flow; JSON is answered when unset
+/// (or when the client asks for JSON).
+#[derive(Debug, Clone, Default)]
+pub struct WidgetRedirects {
+    pub success_url: Option<String>,
+    pub fail_url: Option<String>,
+}
+
+/// The use cases behind the widget routes.
+#[derive(Debug)]
+pub struct WidgetState<R, G> {
+    pub confirm: ConfirmPayment<R, G>,
+    pub abort: AbortFromWidget<R>,
+    pub notice: GatewayNotice<R, G>,
+    pub redirects: WidgetRedirects,
+}
+
+type Shared<R, G> = Arc<WidgetState<R, G>>;
+
+pub(crate) fn routes<R: PaymentRepository, G: PaymentGateway>(state: Shared<R, G>) -> Router {
+    Router::new()
+        .route("/api/v1/payments/confirm", post(confirm_api::<R, G>))
+        .route("/payments/toss/success", get(success_redirect::<R, G>))
+        .route("/payments/toss/fail", get(fail_redirect::<R, G>))
+        .route("/webhooks/toss", post(webhook::<R, G>))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfirmParams {
+    payment_key: Option<String>,
+    order_id: Option<String>,
+    amount: Option<Value>,
+}
+
+/// Parses the three widget parameters, naming every bad one.
+fn parse_confirm(params: ConfirmParams, causation: Causation) -> Result<Confirm, Problem> {
+    let mut errors = Vec::new();
+    let payment_key = params
+        .payment_key
+        .ok_or_else(|| "is required".to_owned())
+        .and_then(|k| PaymentKey::parse(k).map_err(|e| e.to_string()))
+        .map_err(|reason| {
+            errors.push(FieldError {
+                field: "paymentKey",
+                reason,
+            })
+        })
+        .ok();
+    let order_id = params
+        .order_id
+        .ok_or_else(|| "is required".to_owned())
+        .and_then(|o| OrderId::parse(o).map_err(|e| e.to_string()))
+        .map_err(|reason| {
+            errors.push(FieldError {
+                field: "orderId",
+                reason,
+            })
+        })
+        .ok();
+    let amount = match params.amount {
+        None => Err("is required".to_owned()),
+        Some(Value::Number(n)) => Decimal::from_str(&n.to_string()).map_err(|e| e.to_string()),
+        Some(Value::String(s)) => {
+            Decimal::from_str(&s).map_err(|_| format!("{s:?} is not a number"))
+        }
+        Some(other) => Err(format!("must be a number, got {other}")),
+    }
+    .and_then(|a| {
+        if a.is_sign_negative() {
+            Err("must not be negative".into())
+        } else {
+            Ok(a)
+        }
+    })
+    .map_err(|reason| {
+        errors.push(FieldError {
+            field: "amount",
+            reason,
+        })
+    })
+    .ok();
+    match (payment_key, order_id, amount) {
+        (Some(payment_key), Some(order_id), Some(amount)) if errors.is_empty() => Ok(Confirm {
+            payment_key,
+            order_id,
+            amount,
+            causation,
+        }),
+        _ => Err(Problem::invalid(errors)),
+    }
+}
+
+fn causation(headers: &HeaderMap) -> Causation {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Causation {
+        causation_id: text("x-request-id"),
+        correlation_id: text("x-correlation-id"),
+        traceparent: text("traceparent"),
+    }
+}
+
+/// The outcome of a confirm as HTTP (JSON flavour).
+enum ConfirmAnswer {
+    Done(Payment),
+    Processing(Payment),
+    Failed(Problem),
+}
+
+impl ConfirmAnswer {
+    fn into_json(self) -> Response {
+        match self {
+            Self::Done(payment) => {
+                (StatusCode::OK, Json(PaymentView::from(&payment))).into_response()
+            }
+            Self::Processing(payment) => {
+                (StatusCode::ACCEPTED, Json(PaymentView::from(&payment))).into_response()
+            }
+            Self::Failed(problem) => problem.into_response(),
+        }
+    }
+}
+
+async fn run_confirm<R: PaymentRepository, G: PaymentGateway>(
+    state: &WidgetState<R, G>,
+    request: Confirm,
+) -> ConfirmAnswer {
+    let span = Span::current();
+    span.record("order_id", request.order_id.as_str());
+    let order_id = request.order_id.clone();
+    let answer = match state.confirm.handle(request).await {
+        Ok(Confirmed::Done(payment)) => ConfirmAnswer::Done(payment),
+        Ok(Confirmed::Processing(payment)) => ConfirmAnswer::Processing(payment),
+        Ok(Confirmed::Aborted(payment)) => {
+            let failure = payment.failure().cloned().unwrap_or_else(|| Failure {
+                code: "UNKNOWN".into(),
+                message: String::new(),
+            });
+            ConfirmAnswer::Failed(
+                Problem::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "PAYMENT_DECLINED",
+                    "The payment was declined",
+                    failure.message,
+                )
+                .with("paymentId", payment.id())
+                .with("pgCode", failure.code),
+            )
+        }
+        Err(ConfirmError::NotFound(_)) => ConfirmAnswer::Failed(Problem::new(
+            StatusCode::NOT_FOUND,
+            "PAYMENT_NOT_FOUND",
+            "No payment for this order",
+            format!("order {order_id} has no payment"),
+        )),
+        Err(ConfirmError::AmountMismatch { expected, claimed }) => {
+            metrics::counter!("payment_amount_tampering_total").increment(1);
+            tracing::warn!(%order_id, %expected, %claimed, "confirm refused: amount does not match the order (tampering?)");
+            ConfirmAnswer::Failed(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "AMOUNT_MISMATCH",
+                "The amount does not match the order",
+                "the amount differs from the order's amount; the payment was not confirmed",
+            ))
+        }
+        Err(ConfirmError::InProgress(payment)) => ConfirmAnswer::Failed(
+            Problem::new(
+                StatusCode::CONFLICT,
+                "PAYMENT_IN_PROGRESS",
+                "The payment is being confirmed",
+                "another confirmation of this payment is running; ask again shortly",
+            )
+            .with("paymentId", payment.id()),
+        ),
+        Err(ConfirmError::NotConfirmable(payment)) => ConfirmAnswer::Failed(
+            Problem::new(
+                StatusCode::CONFLICT,
+                "PAYMENT_NOT_CONFIRMABLE",
+                "The payment cannot be confirmed",
+                format!("the payment is {}", payment.status()),
+            )
+            .with("paymentId", payment.id())
+            .with("status", payment.status()),
+        ),
+        Err(ConfirmError::Store(error)) => {
+            tracing::error!(%order_id, error = format!("{error:#}"), "confirm failed");
+            ConfirmAnswer::Failed(Problem::unavailable())
+        }
+    };
+    let outcome = match &answer {
+        ConfirmAnswer::Done(_) => "done",
+        ConfirmAnswer::Processing(_) => "processing",
+        ConfirmAnswer::Failed(problem) => problem.code(),
+    };
+    metrics::counter!("payment_confirmations_total", "outcome" => outcome).increment(1);
+    answer
+}
+
+/// `POST /api/v1/payments/confirm {paymentKey, orderId, amount}`.
+#[tracing::instrument(name = "confirm", skip_all, fields(order_id))]
+async fn confirm_api<R: PaymentRepository, G: PaymentGateway>(
+    State(state): State<Shared<R, G>>,
+    headers: HeaderMap,
+    body: Result<Json<ConfirmParams>, JsonRejection>,
+) -> Response {
+    let params = match body {
+        Ok(Json(params)) => params,
+        Err(rejection) => {
+            return Problem::invalid(vec![FieldError {
+                field: "body",
+                reason: rejection.body_text(),
+            }])
+            .into_response()
+        }
+    };
+    match parse_confirm(params, causation(&headers)) {
+        Ok(request) => run_confirm(&state, request).await.into_json(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"))
+}
+
+fn redirect(base: &str, pairs: &[(&str, &str)]) -> Response {
+    let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Redirect::to(&format!("{base}{separator}{query}")).into_response()
+}
+
+/// `GET /payments/toss/success?paymentKey&orderId&amount`: the widget's
+/// success redirect. Confirms, then sends the browser on.
+#[tracing::instrument(name = "widget_success", skip_all, fields(order_id))]
+async fn success_redirect<R: PaymentRepository, G: PaymentGateway>(
+    State(state): State<Shared<R, G>>,
+    headers: HeaderMap,
+    Query(params): Query<ConfirmParams>,
+) -> Response {
+    let request = match parse_confirm(params, causation(&headers)) {
+        Ok(request) => request,
+        Err(problem) => return problem.into_response(),
+    };
+    let order_id = request.order_id.to_string();
+    let answer = run_confirm(&state, request).await;
+    let redirects = &state.redirects;
+    match (&answer, &redirects.success_url, &redirects.fail_url) {
+        (_, _, _) if wants_json(&headers) => answer.into_json(),
+        (ConfirmAnswer::Done(p) | ConfirmAnswer::Processing(p), Some(url), _) => redirect(
+            url,
+            &[
+                ("orderId", &order_id),
+                ("paymentId", &p.id().to_string()),
+                ("status", p.status().as_str()),
+            ],
+        ),
+        (ConfirmAnswer::Failed(problem), _, Some(url)) => {
+            redirect(url, &[("orderId", &order_id), ("code", problem.code())])
+        }
+        _ => answer.into_json(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FailParams {
+    code: Option<String>,
+    message: Option<String>,
+    order_id: Option<String>,
+}
+
+/// `GET /payments/toss/fail?code&message&orderId`: the widget's fail
+/// redirect. A READY payment is aborted with the widget's reason.
+#[tracing::instrument(name = "widget_fail", skip_all, fields(order_id))]
+async fn fail_redirect<R: PaymentRepository, G: PaymentGateway>(
+    State(state): State<Shared<R, G>>,
+    headers: HeaderMap,
+    Query(params): Query<FailParams>,
+) -> Response {
+    let order_id = match params.order_id.map(OrderId::parse) {
+        Some(Ok(order_id)) => order_id,
+        Some(Err(error)) => {
+            return Problem::invalid(vec![FieldError {
+                field: "orderId",
+                reason: error.to_string(),
+            }])
+            .into_response()
+        }
+        None => {
+            return Problem::invalid(vec![FieldError {
+                field: "orderId",
+                reason: "is required".into(),
+            }])
+            .into_response()
+        }
+    };
+    Span::current().record("order_id", order_id.as_str());
+    let failure = Failure {
+        code: params.code.unwrap_or_else(|| "USER_CANCEL".into()),
+        message: params.message.unwrap_or_default(),
+    };
+    let code = failure.code.clone();
+    match state
+        .abort
+        .handle(&order_id, failure, &causation(&headers))
+        .await
+    {
+        Ok(payment) => match &state.redirects.fail_url {
+            Some(url) if !wants_json(&headers) => {
+                redirect(url, &[("orderId", order_id.as_str()), ("code", &code)])
+            }
+            _ => Json(PaymentView::from(&payment)).into_response(),
+        },
+        Err(AbortError::NotFound(_)) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "PAYMENT_NOT_FOUND",
+            "No payment for this order",
+            format!("order {order_id} has no payment"),
+        )
+        .into_response(),
+        Err(AbortError::Store(error)) => {
+            tracing::error!(%order_id, error = format!("{error:#}"), "widget fail redirect not recorded");
+            Problem::unavailable().into_response()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookBody {
+    event_type: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// `POST /webhooks/toss`. The body is unsigned: only the payment key is
+/// taken from it; the payment is re-fetched from Toss before anything
+/// changes. Unknown payments are acknowledged; a failed lookup answers 503
+/// so Toss sends the notice again.
+#[tracing::instrument(name = "toss_webhook", skip_all, fields(event_type, payment_id))]
+async fn webhook<R: PaymentRepository, G: PaymentGateway>(
+    State(state): State<Shared<R, G>>,
+    body: Result<Json<WebhookBody>, JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return Problem::invalid(vec![FieldError {
+            field: "body",
+            reason: "not a Toss webhook".into(),
+        }])
+        .into_response();
+    };
+    Span::current().record("event_type", body.event_type.as_str());
+    let key = body
+        .data
+        .get("paymentKey")
+        .and_then(Value::as_str)
+        .map(PaymentKey::parse);
+    let key = match (body.event_type.as_str(), key) {
+        ("PAYMENT_STATUS_CHANGED", Some(Ok(key))) => key,
+        ("PAYMENT_STATUS_CHANGED", _) => {
+            return Problem::invalid(vec![FieldError {
+                field: "data.paymentKey",
+                reason: "is required".into(),
+            }])
+            .into_response();
+        }
+        (other, _) => {
+            tracing::info!(event_type = other, "webhook acknowledged without action");
+            return Json(json!({ "status": "IGNORED" })).into_response();
+        }
+    };
+    let notice_id = format!(
+        "toss-webhook:{key}:{}",
+        body.data
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+    );
+    match state.notice.handle(&key, &notice_id).await {
+        Ok(Noticed::UnknownPayment) => {
+            tracing::warn!(payment_key = %key, "webhook for a payment we do not know; acknowledged");
+            Json(json!({ "status": "UNKNOWN_PAYMENT" })).into_response()
+        }
+        Ok(Noticed::NothingToDo(id)) => {
+            Span::current().record("payment_id", id.to_string());
+            Json(json!({ "status": "UNCHANGED", "paymentId": id })).into_response()
+        }
+        Ok(Noticed::Settled(id, status)) => {
+            Span::current().record("payment_id", id.to_string());
+            tracing::info!(payment_id = %id, %status, "payment settled by webhook");
+            Json(json!({ "status": status.as_str(), "paymentId": id })).into_response()
+        }
+        Err(error) => {
+            tracing::error!(payment_key = %key, error = format!("{error:#}"), "webhook not processed; Toss will retry");
+            Problem::unavailable().into_response()
+        }
+    }
+}

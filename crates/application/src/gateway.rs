@@ -1,0 +1,87 @@
+//! The payment gateway port: what the use cases ask of Toss (or a fake), in
+//! our words. Only the adapter knows Toss's wire format and error codes; it
+//! answers with one of three outcome classes, never with a guess.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use payment_domain::{Failure, Money, OrderId, PaymentKey};
+
+/// A confirm (approval) request. `idempotency_key` derives from our
+/// APPROVAL transaction: every retry of the same transaction carries it, so
+/// the gateway approves at most once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmRequest {
+    pub payment_key: PaymentKey,
+    pub order_id: OrderId,
+    pub amount: Money,
+    pub idempotency_key: String,
+}
+
+/// What the gateway said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GatewayOutcome {
+    /// Done: the payment as the gateway now has it.
+    Succeeded(GatewayPayment),
+    /// A definitive no: nothing happened, and retrying will not change it.
+    Declined(Failure),
+    /// Nobody knows (timeout, 5xx, connection reset, "already processed"…):
+    /// the truth must be looked up, never guessed.
+    Unknown(String),
+}
+
+/// A payment's state at the gateway (mapped from Toss's Payment object).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayPayment {
+    pub payment_key: PaymentKey,
+    pub order_id: OrderId,
+    pub status: GatewayStatus,
+    pub total_amount: Money,
+    pub balance_amount: Money,
+    pub method: Option<String>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub last_transaction_key: Option<String>,
+    pub failure: Option<Failure>,
+}
+
+/// Toss's payment statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayStatus {
+    Ready,
+    InProgress,
+    WaitingForDeposit,
+    Done,
+    PartialCanceled,
+    Canceled,
+    Aborted,
+    Expired,
+}
+
+/// A lookup that could not tell (gateway unreachable, 5xx…).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("payment gateway lookup failed: {0}")]
+pub struct LookupFailed(pub String);
+
+/// The payment gateway.
+pub trait PaymentGateway: Send + Sync + 'static {
+    /// Asks the gateway to approve a payment the customer authorised.
+    fn confirm(&self, request: &ConfirmRequest) -> impl Future<Output = GatewayOutcome> + Send;
+
+    /// The gateway's view of an order's payment; `Ok(None)` when it has none.
+    ///
+    /// # Errors
+    /// [`LookupFailed`] when the gateway could not answer.
+    fn lookup_by_order(
+        &self,
+        order_id: &OrderId,
+    ) -> impl Future<Output = Result<Option<GatewayPayment>, LookupFailed>> + Send;
+
+    /// The gateway's view of a payment by its key; `Ok(None)` when unknown.
+    ///
+    /// # Errors
+    /// [`LookupFailed`] when the gateway could not answer.
+    fn lookup(
+        &self,
+        payment_key: &PaymentKey,
+    ) -> impl Future<Output = Result<Option<GatewayPayment>, LookupFailed>> + Send;
+}

@@ -1,0 +1,304 @@
+//! Resolving approvals whose outcome we do not know, by asking the PG — in
+//! the background (the reconciler) and when the PG tells us something
+//! changed (the webhook, whose unsigned body is never trusted: the payment
+//! is re-fetched first).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use payment_domain::{PaymentId, PaymentKey, PaymentStatus, TransactionKind, TransactionStatus};
+
+use crate::gateway::{ConfirmRequest, GatewayOutcome, PaymentGateway};
+use crate::integration::{Causation, Topics};
+use crate::ports::{PaymentRepository, StoreError};
+use crate::settle::{settle_approval, Resolution, SettleError};
+
+/// What one attempt at a payment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciled {
+    /// Settled now, to this status.
+    Settled(PaymentStatus),
+    /// Nothing to do: not IN_PROGRESS (anymore).
+    NothingToDo,
+    /// Still unknown; tried again later.
+    StillUnknown,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcilerSettings {
+    /// Only payments IN_PROGRESS for at least this long are examined (a
+    /// confirm in flight is left alone).
+    pub min_age: Duration,
+    /// Toss accepts a confirm within this window after the customer's
+    /// authentication; past it, only lookups are made.
+    pub confirm_window: Duration,
+    /// First delay between attempts at one payment; doubles up to `max_backoff`.
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Payments examined per round.
+    pub batch: u32,
+}
+
+impl Default for ReconcilerSettings {
+    fn default() -> Self {
+        Self {
+            min_age: Duration::from_secs(30),
+            confirm_window: Duration::from_secs(10 * 60),
+            first_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(5 * 60),
+            batch: 100,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Reconciler<R, G> {
+    repository: R,
+    gateway: G,
+    topics: Topics,
+    settings: ReconcilerSettings,
+    /// Per payment: attempts so far and when the next one is due.
+    backoff: Mutex<HashMap<PaymentId, (u32, Instant)>>,
+}
+
+impl<R: PaymentRepository, G: PaymentGateway> Reconciler<R, G> {
+    pub fn new(repository: R, gateway: G, topics: Topics, settings: ReconcilerSettings) -> Self {
+        Self {
+            repository,
+            gateway,
+            topics,
+            settings,
+            backoff: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One round over the stale IN_PROGRESS payments whose backoff is due;
+    /// answers how many were settled.
+    ///
+    /// # Errors
+    /// When the store cannot list the payments.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let min_age = chrono::Duration::from_std(self.settings.min_age).unwrap_or_default();
+        let stale = self
+            .repository
+            .stale(
+                PaymentStatus::InProgress,
+                Utc::now() - min_age,
+                self.settings.batch,
+            )
+            .await?;
+        let mut settled = 0;
+        for payment_id in stale {
+            if !self.due(payment_id) {
+                continue;
+            }
+            match self.reconcile(payment_id).await {
+                Ok(Reconciled::Settled(status)) => {
+                    tracing::info!(%payment_id, %status, "reconciled");
+                    settled += 1;
+                    self.forget(payment_id);
+                }
+                Ok(Reconciled::NothingToDo) => self.forget(payment_id),
+                Ok(Reconciled::StillUnknown) => self.back_off(payment_id),
+                Err(error) => {
+                    tracing::warn!(%payment_id, %error, "reconciliation failed; will retry");
+                    self.back_off(payment_id);
+                }
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Resolves one payment: look it up at the PG; if the PG has not decided
+    /// and Toss's confirm window is still open, send the confirm again with
+    /// the SAME idempotency key (the PG approves at most once).
+    ///
+    /// # Errors
+    /// [`SettleError`] when the answer cannot be recorded.
+    pub async fn reconcile(&self, payment_id: PaymentId) -> Result<Reconciled, SettleError> {
+        let Some(payment) = self.repository.load(payment_id).await? else {
+            return Err(SettleError::NotFound(payment_id));
+        };
+        if payment.status() != PaymentStatus::InProgress {
+            return Ok(Reconciled::NothingToDo);
+        }
+        let causation = Causation {
+            causation_id: Some(format!("reconciler:{payment_id}")),
+            ..Causation::default()
+        };
+        let looked_up = self.gateway.lookup_by_order(payment.order_id()).await;
+        let mut resolution = match &looked_up {
+            Ok(Some(at_gateway)) if Some(&at_gateway.payment_key) == payment.payment_key() => {
+                Resolution::of(at_gateway)
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%payment_id, %error, "lookup failed");
+                None
+            }
+        };
+        if resolution.is_none() && looked_up.is_ok() {
+            resolution = self.confirm_again(&payment).await;
+        }
+        let Some(resolution) = resolution else {
+            return Ok(Reconciled::StillUnknown);
+        };
+        let settled = settle_approval(
+            &self.repository,
+            &self.topics,
+            payment_id,
+            &resolution,
+            &causation,
+        )
+        .await?;
+        Ok(Reconciled::Settled(settled.status()))
+    }
+
+    /// Re-sends the pending approval with its own idempotency key while
+    /// Toss still accepts it.
+    async fn confirm_again(&self, payment: &payment_domain::Payment) -> Option<Resolution> {
+        let key: &PaymentKey = payment.payment_key()?;
+        let pending = self
+            .repository
+            .transactions(payment.id())
+            .await
+            .ok()?
+            .into_iter()
+            .rev()
+            .find(|t| {
+                t.kind() == TransactionKind::Approval && t.status() == TransactionStatus::Unknown
+            })?;
+        let age = (Utc::now() - pending.requested_at())
+            .to_std()
+            .unwrap_or_default();
+        if age > self.settings.confirm_window {
+            return None;
+        }
+        let outcome = self
+            .gateway
+            .confirm(&ConfirmRequest {
+                payment_key: key.clone(),
+                order_id: payment.order_id().clone(),
+                amount: pending.amount(),
+                idempotency_key: pending.idempotency_key().to_owned(),
+            })
+            .await;
+        match outcome {
+            GatewayOutcome::Succeeded(at_gateway) => Resolution::of(&at_gateway),
+            GatewayOutcome::Declined(failure) => Some(Resolution::Declined(failure)),
+            GatewayOutcome::Unknown(_) => None,
+        }
+    }
+
+    fn due(&self, payment_id: PaymentId) -> bool {
+        let backoff = self
+            .backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        backoff
+            .get(&payment_id)
+            .is_none_or(|(_, next)| Instant::now() >= *next)
+    }
+
+    fn back_off(&self, payment_id: PaymentId) {
+        let mut backoff = self
+            .backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let attempts = backoff
+            .get(&payment_id)
+            .map_or(0, |(attempts, _)| *attempts)
+            + 1;
+        let delay = self
+            .settings
+            .first_backoff
+            .saturating_mul(2_u32.saturating_pow(attempts - 1))
+            .min(self.settings.max_backoff);
+        backoff.insert(payment_id, (attempts, Instant::now() + delay));
+    }
+
+    fn forget(&self, payment_id: PaymentId) {
+        self.backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&payment_id);
+    }
+}
+
+/// A webhook said a payment changed. The body is unsigned: only the payment
+/// key is taken from it, and the truth is fetched from the PG.
+#[derive(Debug)]
+pub struct GatewayNotice<R, G> {
+    repository: R,
+    gateway: G,
+    topics: Topics,
+}
+
+/// What a notice did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Noticed {
+    /// The PG or we do not know this payment: acknowledged, nothing changed.
+    UnknownPayment,
+    /// Our payment already agrees with the PG.
+    NothingToDo(PaymentId),
+    /// Our payment was settled by what the PG says.
+    Settled(PaymentId, PaymentStatus),
+}
+
+impl<R: PaymentRepository, G: PaymentGateway> GatewayNotice<R, G> {
+    pub const fn new(repository: R, gateway: G, topics: Topics) -> Self {
+        Self {
+            repository,
+            gateway,
+            topics,
+        }
+    }
+
+    /// Re-fetches the payment from the PG and settles ours accordingly.
+    /// Idempotent: a repeated notice finds nothing left to do.
+    ///
+    /// # Errors
+    /// [`SettleError`]; a failed lookup is `SettleError::Store(Unexpected)`
+    /// (answer the PG with an error: it sends the notice again).
+    pub async fn handle(
+        &self,
+        payment_key: &PaymentKey,
+        notice_id: &str,
+    ) -> Result<Noticed, SettleError> {
+        let at_gateway = self
+            .gateway
+            .lookup(payment_key)
+            .await
+            .map_err(|e| SettleError::Store(StoreError::Unexpected(e.into())))?;
+        let Some(at_gateway) = at_gateway else {
+            return Ok(Noticed::UnknownPayment);
+        };
+        let Some(payment) = self.repository.find_by_order(&at_gateway.order_id).await? else {
+            return Ok(Noticed::UnknownPayment);
+        };
+        if payment.status() != PaymentStatus::InProgress {
+            return Ok(Noticed::NothingToDo(payment.id()));
+        }
+        if payment.payment_key() != Some(&at_gateway.payment_key) {
+            return Ok(Noticed::NothingToDo(payment.id()));
+        }
+        let Some(resolution) = Resolution::of(&at_gateway) else {
+            return Ok(Noticed::NothingToDo(payment.id()));
+        };
+        let causation = Causation {
+            causation_id: Some(notice_id.to_owned()),
+            ..Causation::default()
+        };
+        let settled = settle_approval(
+            &self.repository,
+            &self.topics,
+            payment.id(),
+            &resolution,
+            &causation,
+        )
+        .await?;
+        Ok(Noticed::Settled(payment.id(), settled.status()))
+    }
+}

@@ -1,0 +1,310 @@
+//! Toss Payments behind the [`PaymentGateway`] port (reqwest).
+//!
+//! The only place that knows Toss's wire format: Basic auth from the secret
+//! key, the Payment object, `{code, message}` errors, and which codes mean a
+//! definitive decline versus an outcome nobody knows yet ([`classify`]).
+//! Every POST carries the caller's `Idempotency-Key` (Toss keeps keys 15
+//! days), so a retried confirm can never charge twice.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use chrono::{DateTime, FixedOffset, Utc};
+use payment_application::{
+    ConfirmRequest, GatewayOutcome, GatewayPayment, GatewayStatus, LookupFailed, PaymentGateway,
+};
+use payment_domain::{Currency, Failure, Money, OrderId, PaymentKey};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Toss error codes after which nobody knows whether money moved: the
+/// payment must be looked up. Every other 4xx code is a definitive decline;
+/// every 5xx and every transport failure is unknown.
+pub const UNKNOWN_OUTCOME_CODES: &[&str] = &[
+    "PROVIDER_ERROR",
+    "FAILED_INTERNAL_SYSTEM_PROCESSING",
+    "FAILED_PAYMENT_INTERNAL_SYSTEM_PROCESSING",
+    "UNKNOWN_PAYMENT_ERROR",
+    "ALREADY_PROCESSED_PAYMENT",
+    "IDEMPOTENT_REQUEST_PROCESSING",
+];
+
+/// How a Toss error answer is to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Declined,
+    Unknown,
+}
+
+/// The one table mapping Toss's answers to outcome classes.
+#[must_use]
+pub fn classify(status: StatusCode, code: Option<&str>) -> Class {
+    match code {
+        _ if status.is_server_error() => Class::Unknown,
+        Some(code) if UNKNOWN_OUTCOME_CODES.contains(&code) => Class::Unknown,
+        Some(_) if status.is_client_error() => Class::Declined,
+        // A 4xx without a readable code, or anything else odd: do not guess.
+        _ => Class::Unknown,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TossSettings {
+    pub base_url: String,
+    pub secret_key: SecretString,
+    pub connect_timeout: Duration,
+    /// The whole request, answer included; past it the outcome is unknown.
+    pub read_timeout: Duration,
+}
+
+/// The Toss client. Cheap to clone.
+#[derive(Clone)]
+pub struct TossGateway {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+impl std::fmt::Debug for TossGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TossGateway")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TossGateway {
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(settings: &TossSettings) -> anyhow::Result<Self> {
+        let credentials = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:", settings.secret_key.expose_secret()));
+        let mut authorization = HeaderValue::from_str(&format!("Basic {credentials}"))
+            .context("secret key is not header-safe")?;
+        authorization.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, authorization);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.read_timeout)
+            .user_agent(concat!("payment-service/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("build Toss HTTP client")?;
+        Ok(Self {
+            http,
+            base_url: settings.base_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    async fn lookup_at(&self, path: &str) -> Result<Option<GatewayPayment>, LookupFailed> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .send()
+            .await
+            .map_err(|e| LookupFailed(format!("GET {path}: {e}")))?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| LookupFailed(format!("GET {path}: {e}")))?;
+        if !status.is_success() {
+            let code = serde_json::from_slice::<TossError>(&body)
+                .map(|e| e.code)
+                .unwrap_or_default();
+            return Err(LookupFailed(format!("GET {path}: {status} {code}")));
+        }
+        parse_payment(&body)
+            .map(Some)
+            .map_err(|e| LookupFailed(format!("GET {path}: {e:#}")))
+    }
+}
+
+impl PaymentGateway for TossGateway {
+    async fn confirm(&self, request: &ConfirmRequest) -> GatewayOutcome {
+        let body = json!({
+            "paymentKey": request.payment_key.as_str(),
+            "orderId": request.order_id.as_str(),
+            "amount": wire_amount(request.amount),
+        });
+        let sent = self
+            .http
+            .post(format!("{}/v1/payments/confirm", self.base_url))
+            .header("Idempotency-Key", &request.idempotency_key)
+            .json(&body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return GatewayOutcome::Unknown(format!("confirm not answered: {error}")),
+        };
+        let status = response.status();
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) => return GatewayOutcome::Unknown(format!("confirm answer lost: {error}")),
+        };
+        if status.is_success() {
+            return match parse_payment(&body) {
+                Ok(payment) => GatewayOutcome::Succeeded(payment),
+                Err(error) => {
+                    GatewayOutcome::Unknown(format!("unreadable confirm answer: {error:#}"))
+                }
+            };
+        }
+        let error = serde_json::from_slice::<TossError>(&body).ok();
+        let code = error.as_ref().map(|e| e.code.as_str());
+        match classify(status, code) {
+            Class::Declined => {
+                let error = error.unwrap_or_default();
+                if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+                    && error.code.contains("KEY")
+                {
+                    tracing::error!(code = %error.code, "Toss refused our credentials: check PAYMENT__TOSS__SECRET_KEY");
+                }
+                GatewayOutcome::Declined(Failure {
+                    code: error.code,
+                    message: error.message,
+                })
+            }
+            Class::Unknown => GatewayOutcome::Unknown(format!(
+                "confirm answered {status} {}",
+                code.unwrap_or("-")
+            )),
+        }
+    }
+
+    async fn lookup_by_order(
+        &self,
+        order_id: &OrderId,
+    ) -> Result<Option<GatewayPayment>, LookupFailed> {
+        self.lookup_at(&format!("/v1/payments/orders/{order_id}"))
+            .await
+    }
+
+    async fn lookup(
+        &self,
+        payment_key: &PaymentKey,
+    ) -> Result<Option<GatewayPayment>, LookupFailed> {
+        self.lookup_at(&format!("/v1/payments/{payment_key}")).await
+    }
+}
+
+/// Amounts on Toss's wire: JSON numbers (whole won; dollars with cents).
+fn wire_amount(amount: Money) -> serde_json::Value {
+    payment_application::integration::amount_json(amount)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TossError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// The parts of Toss's Payment object we use.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TossPayment {
+    payment_key: String,
+    order_id: String,
+    status: String,
+    total_amount: serde_json::Number,
+    balance_amount: serde_json::Number,
+    currency: Option<String>,
+    method: Option<String>,
+    approved_at: Option<DateTime<FixedOffset>>,
+    last_transaction_key: Option<String>,
+    failure: Option<TossError>,
+}
+
+fn parse_payment(body: &[u8]) -> anyhow::Result<GatewayPayment> {
+    let payment: TossPayment = serde_json::from_slice(body).context("not a Toss Payment object")?;
+    let currency = payment
+        .currency
+        .as_deref()
+        .map_or(Ok(Currency::Krw), Currency::from_str)
+        .context("currency")?;
+    let money = |number: &serde_json::Number| -> anyhow::Result<Money> {
+        Ok(Money::new(
+            Decimal::from_str(&number.to_string())?,
+            currency,
+        )?)
+    };
+    Ok(GatewayPayment {
+        payment_key: PaymentKey::parse(payment.payment_key)?,
+        order_id: OrderId::parse(payment.order_id)?,
+        status: status(&payment.status)?,
+        total_amount: money(&payment.total_amount).context("totalAmount")?,
+        balance_amount: money(&payment.balance_amount).context("balanceAmount")?,
+        method: payment.method,
+        approved_at: payment.approved_at.map(|at| at.with_timezone(&Utc)),
+        last_transaction_key: payment.last_transaction_key,
+        failure: payment.failure.map(|f| Failure {
+            code: f.code,
+            message: f.message,
+        }),
+    })
+}
+
+/// Toss's status vocabulary, explicitly; anything new is an error, not a guess.
+fn status(value: &str) -> anyhow::Result<GatewayStatus> {
+    Ok(match value {
+        "READY" => GatewayStatus::Ready,
+        "IN_PROGRESS" => GatewayStatus::InProgress,
+        "WAITING_FOR_DEPOSIT" => GatewayStatus::WaitingForDeposit,
+        "DONE" => GatewayStatus::Done,
+        "PARTIAL_CANCELED" => GatewayStatus::PartialCanceled,
+        "CANCELED" => GatewayStatus::Canceled,
+        "ABORTED" => GatewayStatus::Aborted,
+        "EXPIRED" => GatewayStatus::Expired,
+        other => anyhow::bail!("unknown Toss payment status {other:?}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outcome_table() {
+        let cases = [
+            (400, Some("REJECT_CARD_PAYMENT"), Class::Declined),
+            (403, Some("REJECT_CARD_PAYMENT"), Class::Declined),
+            (400, Some("INVALID_REQUEST"), Class::Declined),
+            (404, Some("NOT_FOUND_PAYMENT_SESSION"), Class::Declined),
+            (401, Some("UNAUTHORIZED_KEY"), Class::Declined),
+            (400, Some("PROVIDER_ERROR"), Class::Unknown),
+            (400, Some("ALREADY_PROCESSED_PAYMENT"), Class::Unknown),
+            (409, Some("IDEMPOTENT_REQUEST_PROCESSING"), Class::Unknown),
+            (
+                500,
+                Some("FAILED_INTERNAL_SYSTEM_PROCESSING"),
+                Class::Unknown,
+            ),
+            (
+                500,
+                Some("FAILED_PAYMENT_INTERNAL_SYSTEM_PROCESSING"),
+                Class::Unknown,
+            ),
+            (502, None, Class::Unknown),
+            (400, None, Class::Unknown),
+        ];
+        for (status, code, expected) in cases {
+            assert_eq!(
+                classify(StatusCode::from_u16(status).unwrap(), code),
+                expected,
+                "{status} {code:?}"
+            );
+        }
+    }
+}

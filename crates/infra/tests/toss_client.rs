@@ -1,0 +1,232 @@
+//! The Toss client against wiremock: request shape, auth, idempotency key,
+//! and every outcome class (approved, declined, unknown) including a
+//! response that arrives after the read timeout.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use payment_application::{ConfirmRequest, GatewayOutcome, GatewayStatus, PaymentGateway};
+use payment_domain::{Currency, Money, OrderId, PaymentKey};
+use payment_infra::toss::{TossGateway, TossSettings};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use wiremock::matchers::{body_json, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const SECRET: &str = "test_sk_wiremock_only";
+
+fn gateway(server: &MockServer, read_timeout: Duration) -> TossGateway {
+    TossGateway::new(&TossSettings {
+        base_url: server.uri(),
+        secret_key: SECRET.to_owned().into(),
+        connect_timeout: Duration::from_secs(1),
+        read_timeout,
+    })
+    .unwrap()
+}
+
+fn request() -> ConfirmRequest {
+    ConfirmRequest {
+        payment_key: PaymentKey::parse("tgen_20261122abc").unwrap(),
+        order_id: OrderId::parse("order-toss-1").unwrap(),
+        amount: Money::new(Decimal::from(15_000), Currency::Krw).unwrap(),
+        idempotency_key: "01a2-approval-key".into(),
+    }
+}
+
+fn toss_payment(status: &str) -> Value {
+    json!({
+        "mId": "tosspayments", "version": "2022-11-16",
+        "paymentKey": "tgen_20261122abc", "orderId": "order-toss-1", "orderName": "sample",
+        "status": status, "requestedAt": "2026-11-22T10:00:00+09:00",
+        "approvedAt": "2026-11-22T10:00:05+09:00", "type": "NORMAL", "method": "카드",
+        "currency": "KRW", "totalAmount": 15000, "balanceAmount": 15000,
+        "suppliedAmount": 13636, "vat": 1364, "taxFreeAmount": 0,
+        "lastTransactionKey": "9C62B18EEF0DE3EB7F4422EB6D14BC6E",
+        "cancels": null, "failure": null, "isPartialCancelable": true,
+    })
+}
+
+async fn confirm_answering(response: ResponseTemplate, read_timeout: Duration) -> GatewayOutcome {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payments/confirm"))
+        .respond_with(response)
+        .mount(&server)
+        .await;
+    gateway(&server, read_timeout).confirm(&request()).await
+}
+
+fn toss_error(status: u16, code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .set_body_json(json!({ "code": code, "message": format!("{code} message") }))
+}
+
+#[tokio::test]
+async fn confirm_sends_auth_idempotency_key_and_body_and_maps_the_payment() {
+    let server = MockServer::start().await;
+    // base64("test_sk_wiremock_only:")
+    let basic = "Basic dGVzdF9za193aXJlbW9ja19vbmx5Og==";
+    Mock::given(method("POST"))
+        .and(path("/v1/payments/confirm"))
+        .and(header("authorization", basic))
+        .and(header("idempotency-key", "01a2-approval-key"))
+        .and(body_json(json!({
+            "paymentKey": "tgen_20261122abc", "orderId": "order-toss-1", "amount": 15000
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(toss_payment("DONE")))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let GatewayOutcome::Succeeded(payment) = gateway(&server, Duration::from_secs(5))
+        .confirm(&request())
+        .await
+    else {
+        panic!("expected an approval")
+    };
+    assert_eq!(payment.status, GatewayStatus::Done);
+    assert_eq!(payment.total_amount, request().amount);
+    assert_eq!(payment.method.as_deref(), Some("카드"));
+    assert_eq!(
+        payment.last_transaction_key.as_deref(),
+        Some("9C62B18EEF0DE3EB7F4422EB6D14BC6E")
+    );
+    assert_eq!(
+        payment.approved_at.unwrap().to_rfc3339(),
+        "2026-11-22T01:00:05+00:00"
+    );
+}
+
+#[tokio::test]
+async fn a_card_rejection_is_a_definitive_decline() {
+    let outcome = confirm_answering(
+        toss_error(403, "REJECT_CARD_PAYMENT"),
+        Duration::from_secs(5),
+    )
+    .await;
+    let GatewayOutcome::Declined(failure) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(failure.code, "REJECT_CARD_PAYMENT");
+    assert_eq!(failure.message, "REJECT_CARD_PAYMENT message");
+}
+
+#[tokio::test]
+async fn an_invalid_request_and_a_missing_session_are_declines() {
+    for (status, code) in [(400, "INVALID_REQUEST"), (404, "NOT_FOUND_PAYMENT_SESSION")] {
+        let outcome = confirm_answering(toss_error(status, code), Duration::from_secs(5)).await;
+        assert!(
+            matches!(&outcome, GatewayOutcome::Declined(f) if f.code == code),
+            "{outcome:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_codes_and_server_errors_are_unknown() {
+    for (status, code) in [
+        (400, "PROVIDER_ERROR"),
+        (400, "ALREADY_PROCESSED_PAYMENT"),
+        (500, "FAILED_INTERNAL_SYSTEM_PROCESSING"),
+        (500, "FAILED_PAYMENT_INTERNAL_SYSTEM_PROCESSING"),
+        (409, "IDEMPOTENT_REQUEST_PROCESSING"),
+    ] {
+        let outcome = confirm_answering(toss_error(status, code), Duration::from_secs(5)).await;
+        assert!(
+            matches!(&outcome, GatewayOutcome::Unknown(reason) if reason.contains(code)),
+            "{outcome:?}"
+        );
+    }
+    let bare_502 = confirm_answering(ResponseTemplate::new(502), Duration::from_secs(5)).await;
+    assert!(
+        matches!(bare_502, GatewayOutcome::Unknown(_)),
+        "{bare_502:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_after_the_read_timeout_is_unknown_not_a_decline() {
+    let late = ResponseTemplate::new(200)
+        .set_body_json(toss_payment("DONE"))
+        .set_delay(Duration::from_millis(1_500));
+    let outcome = confirm_answering(late, Duration::from_millis(300)).await;
+    assert!(
+        matches!(&outcome, GatewayOutcome::Unknown(reason) if reason.contains("not answered")),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_gateway_is_unknown() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gateway = TossGateway::new(&TossSettings {
+        base_url: format!("http://{closed}"),
+        secret_key: SECRET.to_owned().into(),
+        connect_timeout: Duration::from_millis(300),
+        read_timeout: Duration::from_millis(500),
+    })
+    .unwrap();
+    assert!(matches!(
+        gateway.confirm(&request()).await,
+        GatewayOutcome::Unknown(_)
+    ));
+}
+
+#[tokio::test]
+async fn an_unreadable_success_is_unknown() {
+    let outcome = confirm_answering(
+        ResponseTemplate::new(200).set_body_string("<html>"),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(matches!(outcome, GatewayOutcome::Unknown(_)), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn lookups_find_a_payment_or_nothing_and_report_failures() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/payments/orders/order-toss-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(toss_payment("ABORTED")))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/payments/orders/order-missing"))
+        .respond_with(toss_error(404, "NOT_FOUND_PAYMENT"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/payments/tgen_20261122abc"))
+        .respond_with(toss_error(500, "FAILED_INTERNAL_SYSTEM_PROCESSING"))
+        .mount(&server)
+        .await;
+    let toss = gateway(&server, Duration::from_secs(5));
+
+    let found = toss
+        .lookup_by_order(&OrderId::parse("order-toss-1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.status, GatewayStatus::Aborted);
+    assert_eq!(
+        toss.lookup_by_order(&OrderId::parse("order-missing").unwrap())
+            .await,
+        Ok(None)
+    );
+    assert!(toss
+        .lookup(&PaymentKey::parse("tgen_20261122abc").unwrap())
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn the_secret_never_shows_in_debug_output() {
+    let server = MockServer::start().await;
+    let debug = format!("{:?}", gateway(&server, Duration::from_secs(1)));
+    assert!(!debug.contains(SECRET), "{debug}");
+    assert!(!debug.contains("dGVzdF9za193aXJlbW9ja19vbmx5"), "{debug}");
+}
