@@ -90,7 +90,10 @@ impl TestApp {
             .await
             .expect("metrics text");
         text.lines()
-            .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
             .filter(|line| {
                 labels
                     .iter()

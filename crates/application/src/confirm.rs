@@ -555,4 +555,28 @@ mod tests {
             Reconciled::NothingToDo
         );
     }
+
+    #[tokio::test]
+    async fn past_the_confirm_window_an_unapproved_payment_is_aborted_not_left_hanging() {
+        let (repository, gateway, use_case) =
+            given(GatewayOutcome::Unknown("timeout".into())).await;
+        use_case.handle(confirm(15_000)).await.unwrap();
+        let closed = ReconcilerSettings {
+            confirm_window: Duration::ZERO,
+            ..ReconcilerSettings::default()
+        };
+        let reconciler = Reconciler::new(repository.clone(), gateway.clone(), topics(), closed);
+        let payment_id = repository.payments()[0].id();
+        assert_eq!(
+            reconciler.reconcile(payment_id).await.unwrap(),
+            Reconciled::Settled(PaymentStatus::Aborted)
+        );
+        assert_eq!(
+            gateway.confirms.load(Ordering::SeqCst),
+            1,
+            "no confirm after the window"
+        );
+        let payment = repository.load(payment_id).await.unwrap().unwrap();
+        assert_eq!(payment.failure().unwrap().code, "CONFIRM_WINDOW_EXPIRED");
+    }
 }

@@ -142,6 +142,18 @@ impl<R: PaymentRepository, G: PaymentGateway> Reconciler<R, G> {
         if resolution.is_none() && looked_up.is_ok() {
             resolution = self.confirm_again(&payment).await;
         }
+        if resolution.is_none()
+            && matches!(looked_up, Ok(None))
+            && self.window_closed(&payment).await
+        {
+            // Toss holds no approval and can no longer give one: the
+            // customer's authentication expired with the confirm window.
+            resolution = Some(Resolution::Declined(payment_domain::Failure {
+                code: "CONFIRM_WINDOW_EXPIRED".into(),
+                message: "the payment gateway never approved the payment within its confirm window"
+                    .into(),
+            }));
+        }
         let Some(resolution) = resolution else {
             return Ok(Reconciled::StillUnknown);
         };
@@ -190,6 +202,21 @@ impl<R: PaymentRepository, G: PaymentGateway> Reconciler<R, G> {
             GatewayOutcome::Declined(failure) => Some(Resolution::Declined(failure)),
             GatewayOutcome::Unknown(_) => None,
         }
+    }
+
+    /// Whether Toss's confirm window of the pending approval has passed.
+    async fn window_closed(&self, payment: &payment_domain::Payment) -> bool {
+        let Ok(transactions) = self.repository.transactions(payment.id()).await else {
+            return false;
+        };
+        transactions
+            .iter()
+            .rev()
+            .find(|t| t.kind() == TransactionKind::Approval)
+            .is_some_and(|t| {
+                (Utc::now() - t.requested_at()).to_std().unwrap_or_default()
+                    > self.settings.confirm_window
+            })
     }
 
     fn due(&self, payment_id: PaymentId) -> bool {
