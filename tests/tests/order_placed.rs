@@ -279,3 +279,120 @@ async fn poison_messages_go_to_the_dlq_with_their_reason_and_block_nothing(
     );
     app.stop().await.unwrap();
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_database_outage_is_retried_without_loss_and_reported_by_readiness(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let topics = TestTopics::create().await;
+    let admin = pool_options.connect_with(db.clone()).await.unwrap();
+    // The service logs in as its own account, which the test can lock out.
+    let user = format!("svc_{}", uuid::Uuid::now_v7().simple());
+    let database: String = sqlx::query_scalar("SELECT DATABASE()")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    for statement in [
+        format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'svc-pw'"),
+        format!("GRANT ALL ON `{database}`.* TO '{user}'@'%'"),
+    ] {
+        sqlx::query(&statement).execute(&admin).await.unwrap();
+    }
+    let app = spawn_app(
+        &db.clone().username(&user).password("svc-pw"),
+        topics.config(),
+    )
+    .await;
+    payment_e2e::orders::place_order(&topics, &admin, "outage-000", 1_000).await;
+
+    // The database goes away for the service: no new logins, open ones cut.
+    sqlx::query(&format!("ALTER USER '{user}'@'%' ACCOUNT LOCK"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let sessions: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM information_schema.processlist WHERE user = ?")
+            .bind(&user)
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+    for id in sessions {
+        let _ = sqlx::query(&format!("KILL CONNECTION {id}"))
+            .execute(&admin)
+            .await;
+    }
+    let messages: Vec<(String, Vec<u8>)> = (1..=5)
+        .map(|i| {
+            let order_id = format!("outage-{i:03}");
+            (
+                order_id.clone(),
+                order_placed(&format!("evt-outage-{i}"), &order_id, 1_000),
+            )
+        })
+        .collect();
+    kafka::publish_all(&kafka::producer(), &topics.order_placed, &messages).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = app.get("/health/ready").await;
+        if response.status() == 503 {
+            let body: serde_json::Value = response.json().await.unwrap();
+            let down = body["down"].as_array().unwrap();
+            if down.iter().any(|d| d == "consumer") {
+                assert!(down.iter().any(|d| d == "database"), "{body}");
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readiness never reported the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        payments(&admin).await,
+        1,
+        "nothing was written during the outage"
+    );
+
+    sqlx::query(&format!("ALTER USER '{user}'@'%' ACCOUNT UNLOCK"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while payments(&admin).await < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} payments after recovery",
+            payments(&admin).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.get("/health/ready").await.status(), 200);
+    assert!(
+        app.counter(
+            "kafka_handling_retries_total",
+            &[("topic", &topics.order_placed)]
+        )
+        .await
+            >= 1.0
+    );
+    assert_eq!(
+        app.counter(
+            "kafka_messages_total",
+            &[
+                ("topic", &topics.order_placed),
+                ("outcome", "dead_lettered")
+            ]
+        )
+        .await,
+        0.0,
+        "a transient failure is never dead-lettered"
+    );
+    app.stop().await.unwrap();
+    sqlx::query(&format!("DROP USER '{user}'@'%'"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
