@@ -23,12 +23,17 @@ pub(crate) fn routes() -> Router<ApiState> {
 }
 
 /// The process is up and serving HTTP.
-async fn live() -> Json<Value> {
+#[utoipa::path(get, path = "/health/live", tag = "ops", responses((status = 200, description = "Alive")))]
+pub(crate) async fn live() -> Json<Value> {
     Json(json!({ "status": "UP" }))
 }
 
 /// Every dependency answers: 200, or 503 naming the parts that do not.
-async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(get, path = "/health/ready", tag = "ops", responses(
+    (status = 200, description = "Database, broker and consumers are usable"),
+    (status = 503, description = "Not ready: `down` names the failing parts, `checks` says why"),
+))]
+pub(crate) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
     let results = futures::future::join_all(state.probes.iter().map(|probe| async move {
         let outcome = tokio::time::timeout(PROBE_TIMEOUT, probe.check())
             .await
@@ -62,7 +67,9 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
     }
 }
 
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Metrics", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,

@@ -4,9 +4,13 @@
 
 mod health;
 mod observability;
+mod openapi;
 mod problem;
+mod queries;
 mod view;
 mod widget;
+
+pub use openapi::ApiDoc;
 
 pub use problem::{FieldError, Problem};
 pub use view::PaymentView;
@@ -40,14 +44,17 @@ impl std::fmt::Debug for ApiState {
 }
 
 /// The whole HTTP surface.
-pub fn router<R: PaymentRepository, G: PaymentGateway>(
+pub fn router<R: PaymentRepository + Clone, G: PaymentGateway>(
     ops: ApiState,
+    repository: R,
     widget: WidgetState<R, G>,
 ) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(health::routes().with_state(ops))
         .merge(widget::routes(Arc::new(widget)))
+        .merge(queries::routes(repository))
+        .merge(openapi::routes())
         .layer(axum::middleware::from_fn(observability::track_requests))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(

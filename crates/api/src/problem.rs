@@ -7,10 +7,25 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 /// One invalid input field and why.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: &'static str,
     pub reason: String,
+}
+
+/// The shape of every error body, for the OpenAPI document.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ProblemDoc {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    /// The stable machine code (e.g. `AMOUNT_MISMATCH`, `PAYMENT_NOT_FOUND`).
+    pub code: String,
+    pub detail: String,
+    /// For `INVALID_REQUEST`: which fields, and why.
+    pub errors: Option<Vec<FieldError>>,
 }
 
 /// An error answer.

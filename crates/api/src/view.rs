@@ -5,13 +5,17 @@ use payment_domain::Payment;
 use serde::Serialize;
 use serde_json::Value;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentView {
     pub payment_id: String,
     pub order_id: String,
     pub user_id: String,
+    /// A JSON number at the currency's scale (whole won and yen).
+    #[schema(value_type = f64)]
     pub amount: Value,
+    /// What is still cancelable.
+    #[schema(value_type = f64)]
     pub balance_amount: Value,
     pub currency: &'static str,
     pub status: &'static str,
@@ -23,7 +27,7 @@ pub struct PaymentView {
     pub created_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FailureView {
     pub code: String,
     pub message: String,

@@ -51,11 +51,22 @@ pub(crate) fn routes<R: PaymentRepository, G: PaymentGateway>(state: Shared<R, G
         .with_state(state)
 }
 
-#[derive(Debug, Deserialize)]
+/// The widget's three parameters (a JSON body for the confirm API, the
+/// query of the success redirect). All three are required; each missing or
+/// malformed one is named in the 400 answer.
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct ConfirmParams {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ConfirmParams {
+    /// Toss's payment key from the widget.
+    #[schema(example = "tgen_20261122abcdef")]
     payment_key: Option<String>,
+    /// 6-64 of `[A-Za-z0-9_-]`.
+    #[schema(example = "order-0001")]
     order_id: Option<String>,
+    /// Must equal the order's amount, or the confirm is refused (`AMOUNT_MISMATCH`).
+    #[schema(value_type = Option<f64>, example = 15000)]
+    #[param(value_type = Option<f64>)]
     amount: Option<Value>,
 }
 
@@ -228,6 +239,18 @@ async fn run_confirm<R: PaymentRepository, G: PaymentGateway>(
 }
 
 /// `POST /api/v1/payments/confirm {paymentKey, orderId, amount}`.
+#[utoipa::path(
+    post, path = "/api/v1/payments/confirm", tag = "widget", request_body = ConfirmParams,
+    responses(
+        (status = 200, description = "Approved (now, or before: a repeated confirm)", body = PaymentView),
+        (status = 202, description = "Outcome not known yet: IN_PROGRESS, settled by the reconciler", body = PaymentView),
+        (status = 400, description = "`INVALID_REQUEST` (field errors) or `AMOUNT_MISMATCH` (tampering; Toss not called)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 402, description = "`PAYMENT_DECLINED`, with Toss's `pgCode`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "`PAYMENT_IN_PROGRESS` or `PAYMENT_NOT_CONFIRMABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(name = "confirm", skip_all, fields(order_id))]
 async fn confirm_api<R: PaymentRepository, G: PaymentGateway>(
     State(state): State<Shared<R, G>>,
@@ -265,6 +288,19 @@ fn redirect(base: &str, pairs: &[(&str, &str)]) -> Response {
 
 /// `GET /payments/toss/success?paymentKey&orderId&amount`: the widget's
 /// success redirect. Confirms, then sends the browser on.
+#[utoipa::path(
+    get, path = "/payments/toss/success", tag = "widget", params(ConfirmParams),
+    responses(
+        (status = 200, description = "JSON answer (no redirect configured, or `Accept: application/json`)", body = PaymentView),
+        (status = 202, description = "Processing", body = PaymentView),
+        (status = 303, description = "Redirect to the configured success/fail page"),
+        (status = 400, description = "`INVALID_REQUEST` or `AMOUNT_MISMATCH`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 402, description = "`PAYMENT_DECLINED`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "`PAYMENT_IN_PROGRESS` or `PAYMENT_NOT_CONFIRMABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(name = "widget_success", skip_all, fields(order_id))]
 async fn success_redirect<R: PaymentRepository, G: PaymentGateway>(
     State(state): State<Shared<R, G>>,
@@ -295,16 +331,30 @@ async fn success_redirect<R: PaymentRepository, G: PaymentGateway>(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The widget's fail redirect query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct FailParams {
+#[into_params(parameter_in = Query)]
+pub(crate) struct FailParams {
+    /// Toss's error code (e.g. `PAY_PROCESS_CANCELED`).
     code: Option<String>,
     message: Option<String>,
+    /// Required.
     order_id: Option<String>,
 }
 
 /// `GET /payments/toss/fail?code&message&orderId`: the widget's fail
 /// redirect. A READY payment is aborted with the widget's reason.
+#[utoipa::path(
+    get, path = "/payments/toss/fail", tag = "widget", params(FailParams),
+    responses(
+        (status = 200, description = "The payment (ABORTED, or unchanged if it was no longer READY)", body = PaymentView),
+        (status = 303, description = "Redirect to the configured fail page"),
+        (status = 400, description = "`INVALID_REQUEST`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(name = "widget_fail", skip_all, fields(order_id))]
 async fn fail_redirect<R: PaymentRepository, G: PaymentGateway>(
     State(state): State<Shared<R, G>>,
@@ -371,6 +421,14 @@ struct WebhookBody {
 /// taken from it; the payment is re-fetched from Toss before anything
 /// changes. Unknown payments are acknowledged; a failed lookup answers 503
 /// so Toss sends the notice again.
+#[utoipa::path(
+    post, path = "/webhooks/toss", tag = "widget", request_body(content = Object, description = "Toss's webhook body (`eventType`, `data.paymentKey`, …)"),
+    responses(
+        (status = 200, description = "Acknowledged: `status` is the outcome (DONE, ABORTED, UNCHANGED, UNKNOWN_PAYMENT, IGNORED)"),
+        (status = 400, description = "`INVALID_REQUEST`: not a Toss webhook", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`: Toss could not be asked; Toss retries", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(name = "toss_webhook", skip_all, fields(event_type, payment_id))]
 async fn webhook<R: PaymentRepository, G: PaymentGateway>(
     State(state): State<Shared<R, G>>,

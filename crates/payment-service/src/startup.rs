@@ -113,6 +113,7 @@ impl Application {
             )),
             health: ConsumerHealth::default(),
         };
+        let read_model = repository.clone();
         let widget = WidgetState {
             confirm: ConfirmPayment::new(repository.clone(), gateway.clone(), announced.clone()),
             abort: AbortFromWidget::new(repository.clone(), announced.clone()),
@@ -181,6 +182,7 @@ impl Application {
                 probes: probes.into(),
                 metrics: telemetry::metrics_handle(),
             },
+            read_model,
             widget,
         );
 

@@ -1,0 +1,239 @@
+//! Read APIs: a payment, an order's payment, its audit trail (the event
+//! stream) and its gateway transactions. Reads come from the event store,
+//! so they show exactly what was decided.
+
+use std::str::FromStr as _;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use payment_application::integration::amount_json;
+use payment_application::{PaymentRepository, StoreError};
+use payment_domain::{OrderId, PaymentId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::problem::{FieldError, Problem};
+use crate::view::PaymentView;
+
+pub(crate) fn routes<R: PaymentRepository + Clone>(repository: R) -> Router {
+    Router::new()
+        .route("/api/v1/payments", get(by_order::<R>))
+        .route("/api/v1/payments/{payment_id}", get(payment::<R>))
+        .route("/api/v1/payments/{payment_id}/events", get(events::<R>))
+        .route(
+            "/api/v1/payments/{payment_id}/transactions",
+            get(transactions::<R>),
+        )
+        .with_state(repository)
+}
+
+fn parse_id(raw: &str) -> Result<PaymentId, Problem> {
+    PaymentId::from_str(raw).map_err(|e| {
+        Problem::invalid(vec![FieldError {
+            field: "paymentId",
+            reason: e.to_string(),
+        }])
+    })
+}
+
+fn not_found(id: impl std::fmt::Display) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "PAYMENT_NOT_FOUND",
+        "No such payment",
+        format!("payment {id} does not exist"),
+    )
+}
+
+fn unavailable(error: &StoreError) -> Problem {
+    tracing::error!(error = format!("{error:#}"), "read failed");
+    Problem::unavailable()
+}
+
+/// A payment's current state.
+#[utoipa::path(
+    get, path = "/api/v1/payments/{payment_id}", tag = "payments",
+    params(("payment_id" = String, Path, description = "The payment id (UUID)")),
+    responses(
+        (status = 200, description = "The payment", body = PaymentView),
+        (status = 400, description = "`INVALID_REQUEST`: not a UUID", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn payment<R: PaymentRepository>(
+    State(repository): State<R>,
+    Path(raw): Path<String>,
+) -> Response {
+    let id = match parse_id(&raw) {
+        Ok(id) => id,
+        Err(problem) => return problem.into_response(),
+    };
+    match repository.load(id).await {
+        Ok(Some(payment)) => Json(PaymentView::from(&payment)).into_response(),
+        Ok(None) => not_found(id).into_response(),
+        Err(error) => unavailable(&error).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ByOrder {
+    /// The shop's order id.
+    order_id: Option<String>,
+}
+
+/// The payments of an order (at most one: an order has one payment).
+#[utoipa::path(
+    get, path = "/api/v1/payments", tag = "payments", params(ByOrder),
+    responses(
+        (status = 200, description = "The order's payments (empty when none)", body = [PaymentView]),
+        (status = 400, description = "`INVALID_REQUEST`: orderId missing or malformed", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn by_order<R: PaymentRepository>(
+    State(repository): State<R>,
+    Query(query): Query<ByOrder>,
+) -> Response {
+    let order_id = match query.order_id.map(OrderId::parse) {
+        Some(Ok(order_id)) => order_id,
+        Some(Err(e)) => {
+            return Problem::invalid(vec![FieldError {
+                field: "orderId",
+                reason: e.to_string(),
+            }])
+            .into_response()
+        }
+        None => {
+            return Problem::invalid(vec![FieldError {
+                field: "orderId",
+                reason: "is required".into(),
+            }])
+            .into_response()
+        }
+    };
+    match repository.find_by_order(&order_id).await {
+        Ok(found) => Json(found.iter().map(PaymentView::from).collect::<Vec<_>>()).into_response(),
+        Err(error) => unavailable(&error).into_response(),
+    }
+}
+
+/// One entry of a payment's audit trail.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    version: u64,
+    event_type: &'static str,
+    occurred_at: String,
+    /// The event's own fields.
+    #[schema(value_type = Object)]
+    data: Value,
+}
+
+/// A payment's audit trail: every event, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/payments/{payment_id}/events", tag = "payments",
+    params(("payment_id" = String, Path, description = "The payment id (UUID)")),
+    responses(
+        (status = 200, description = "The events", body = [EventView]),
+        (status = 400, description = "`INVALID_REQUEST`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn events<R: PaymentRepository>(
+    State(repository): State<R>,
+    Path(raw): Path<String>,
+) -> Response {
+    let id = match parse_id(&raw) {
+        Ok(id) => id,
+        Err(problem) => return problem.into_response(),
+    };
+    match repository.events(id).await {
+        Ok(trail) if trail.is_empty() => not_found(id).into_response(),
+        Ok(trail) => {
+            let views: Vec<EventView> = trail
+                .into_iter()
+                .map(|recorded| {
+                    let mut value = serde_json::to_value(&recorded.event).unwrap_or_default();
+                    EventView {
+                        version: recorded.version,
+                        event_type: recorded.event.event_type(),
+                        occurred_at: recorded.occurred_at.to_rfc3339(),
+                        data: value.get_mut("data").map(Value::take).unwrap_or_default(),
+                    }
+                })
+                .collect();
+            Json(views).into_response()
+        }
+        Err(error) => unavailable(&error).into_response(),
+    }
+}
+
+/// One interaction with the payment gateway.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionView {
+    transaction_id: String,
+    kind: &'static str,
+    #[schema(value_type = f64)]
+    amount: Value,
+    currency: &'static str,
+    status: &'static str,
+    transaction_key: Option<String>,
+    failure_code: Option<String>,
+    requested_at: String,
+    completed_at: Option<String>,
+}
+
+/// A payment's gateway transactions (approvals and cancels), oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/payments/{payment_id}/transactions", tag = "payments",
+    params(("payment_id" = String, Path, description = "The payment id (UUID)")),
+    responses(
+        (status = 200, description = "The transactions", body = [TransactionView]),
+        (status = 400, description = "`INVALID_REQUEST`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn transactions<R: PaymentRepository>(
+    State(repository): State<R>,
+    Path(raw): Path<String>,
+) -> Response {
+    let id = match parse_id(&raw) {
+        Ok(id) => id,
+        Err(problem) => return problem.into_response(),
+    };
+    match repository.load(id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(id).into_response(),
+        Err(error) => return unavailable(&error).into_response(),
+    }
+    match repository.transactions(id).await {
+        Ok(found) => Json(
+            found
+                .iter()
+                .map(|t| TransactionView {
+                    transaction_id: t.id().to_string(),
+                    kind: t.kind().as_str(),
+                    amount: amount_json(t.amount()),
+                    currency: t.amount().currency().code(),
+                    status: t.status().as_str(),
+                    transaction_key: t.transaction_key().map(str::to_owned),
+                    failure_code: t.failure_code().map(str::to_owned),
+                    requested_at: t.requested_at().to_rfc3339(),
+                    completed_at: t.completed_at().map(|at| at.to_rfc3339()),
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(error) => unavailable(&error).into_response(),
+    }
+}
