@@ -11,6 +11,6 @@ pub use ids::{IdError, OrderId, PaymentId, PaymentKey, TransactionId, UserId};
 pub use money::{Currency, Money, MoneyError};
 pub use payment::{
     apply, decide, execute, Failure, Payment, PaymentCommand, PaymentError, PaymentEvent,
-    PaymentStatus, ReplayError,
+    PaymentStatus, PendingCancel, ReplayError,
 };
 pub use transaction::{AlreadySettled, PaymentTransaction, TransactionKind, TransactionStatus};

@@ -102,10 +102,25 @@ pub enum PaymentEvent {
     PaymentAborted {
         failure: Failure,
     },
+    /// Money went back to the customer: after our own request
+    /// (`transaction_id`), or by a cancel made elsewhere (Toss's dashboard).
     PaymentCanceled {
         amount: Money,
         reason: String,
         transaction_key: Option<String>,
+        #[serde(default)]
+        transaction_id: Option<TransactionId>,
+    },
+    /// We asked the PG to cancel `amount`: reserved until the PG answers.
+    CancelRequested {
+        transaction_id: TransactionId,
+        amount: Money,
+        reason: String,
+    },
+    /// The PG refused the cancel: the reservation is released.
+    CancelRejected {
+        transaction_id: TransactionId,
+        failure: Failure,
     },
     PaymentExpired {
         expired_at: DateTime<Utc>,
@@ -122,6 +137,8 @@ impl PaymentEvent {
             Self::PaymentApproved { .. } => "PaymentApproved",
             Self::PaymentAborted { .. } => "PaymentAborted",
             Self::PaymentCanceled { .. } => "PaymentCanceled",
+            Self::CancelRequested { .. } => "CancelRequested",
+            Self::CancelRejected { .. } => "CancelRejected",
             Self::PaymentExpired { .. } => "PaymentExpired",
         }
     }
@@ -156,11 +173,29 @@ pub enum PaymentCommand {
     Abort { failure: Failure },
     /// Nobody confirmed the payment in time.
     Expire { expired_at: DateTime<Utc> },
-    /// Give money back; `amount: None` cancels the whole remaining balance.
+    /// Record a cancel that already happened at the PG without our request
+    /// (e.g. in Toss's dashboard); `amount: None` is the whole balance.
     Cancel {
         amount: Option<Money>,
         reason: String,
         transaction_key: Option<String>,
+    },
+    /// Reserve `amount` (`None`: all that is still cancelable) before asking
+    /// the PG to give it back; a reservation can never exceed what is left.
+    RequestCancel {
+        transaction_id: TransactionId,
+        amount: Option<Money>,
+        reason: String,
+    },
+    /// The PG gave the reserved money back.
+    ConfirmCancel {
+        transaction_id: TransactionId,
+        transaction_key: Option<String>,
+    },
+    /// The PG refused the cancel; release the reservation.
+    RejectCancel {
+        transaction_id: TransactionId,
+        failure: Failure,
     },
 }
 
@@ -174,7 +209,9 @@ impl PaymentCommand {
             Self::Approve { .. } => "approve",
             Self::Abort { .. } => "abort",
             Self::Expire { .. } => "expire",
-            Self::Cancel { .. } => "cancel",
+            Self::Cancel { .. } | Self::RequestCancel { .. } => "cancel",
+            Self::ConfirmCancel { .. } => "confirm a cancel of",
+            Self::RejectCancel { .. } => "reject a cancel of",
         }
     }
 }
@@ -201,6 +238,10 @@ pub enum PaymentError {
     NotCancelableAmount { requested: Money, balance: Money },
     #[error("cancel reason must be 1-200 characters")]
     InvalidCancelReason,
+    #[error("no pending cancel {0}")]
+    UnknownCancel(TransactionId),
+    #[error("cancel {0} was already requested")]
+    CancelAlreadyRequested(TransactionId),
     #[error(transparent)]
     Money(#[from] MoneyError),
     /// `decide` produced events its own `apply` rejects: a bug, never input.
@@ -233,6 +274,16 @@ pub struct Payment {
     failure: Option<Failure>,
     created_at: DateTime<Utc>,
     version: u64,
+    /// Cancels requested from the PG and not answered yet.
+    pending_cancels: Vec<PendingCancel>,
+}
+
+/// A cancel asked of the PG, its amount reserved until the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingCancel {
+    pub transaction_id: TransactionId,
+    pub amount: Money,
+    pub reason: String,
 }
 
 impl Payment {
@@ -281,6 +332,23 @@ impl Payment {
     pub const fn created_at(&self) -> DateTime<Utc> {
         self.created_at
     }
+    /// What a new cancel request may still take: the balance less the
+    /// cancels already requested and not answered.
+    #[must_use]
+    pub fn cancelable(&self) -> Money {
+        self.pending_cancels
+            .iter()
+            .try_fold(self.balance, |left, pending| {
+                left.checked_sub(pending.amount)
+            })
+            .unwrap_or_else(|_| Money::zero(self.balance.currency()))
+    }
+
+    #[must_use]
+    pub fn pending_cancels(&self) -> &[PendingCancel] {
+        &self.pending_cancels
+    }
+
     /// How many events the state folds: the version the next event follows.
     #[must_use]
     pub const fn version(&self) -> u64 {
@@ -393,26 +461,93 @@ pub fn decide(
                 transaction_key,
             },
         ) => {
-            if reason.trim().is_empty() || reason.chars().count() > 200 {
-                return Err(PaymentError::InvalidCancelReason);
-            }
-            let requested = amount.unwrap_or(payment.balance);
-            if requested.is_zero() {
-                return Err(PaymentError::ZeroAmount);
-            }
-            if requested.checked_cmp(&payment.balance)?.is_gt() {
-                return Err(PaymentError::NotCancelableAmount {
-                    requested,
-                    balance: payment.balance,
-                });
-            }
+            // A fact from the PG: bounded by the balance, not by our reservations.
+            let amount = cancel_amount(*amount, payment.balance, reason)?;
             Ok(vec![PaymentEvent::PaymentCanceled {
-                amount: requested,
+                amount,
                 reason: reason.clone(),
                 transaction_key: transaction_key.clone(),
+                transaction_id: None,
+            }])
+        }
+        (
+            PaymentStatus::Done | PaymentStatus::PartialCanceled,
+            PaymentCommand::RequestCancel {
+                transaction_id,
+                amount,
+                reason,
+            },
+        ) => {
+            if payment.pending(*transaction_id).is_some() {
+                return Err(PaymentError::CancelAlreadyRequested(*transaction_id));
+            }
+            let amount = cancel_amount(*amount, payment.cancelable(), reason)?;
+            Ok(vec![PaymentEvent::CancelRequested {
+                transaction_id: *transaction_id,
+                amount,
+                reason: reason.clone(),
+            }])
+        }
+        (
+            _,
+            PaymentCommand::ConfirmCancel {
+                transaction_id,
+                transaction_key,
+            },
+        ) => {
+            let pending = payment
+                .pending(*transaction_id)
+                .ok_or(PaymentError::UnknownCancel(*transaction_id))?;
+            Ok(vec![PaymentEvent::PaymentCanceled {
+                amount: pending.amount,
+                reason: pending.reason.clone(),
+                transaction_key: transaction_key.clone(),
+                transaction_id: Some(*transaction_id),
+            }])
+        }
+        (
+            _,
+            PaymentCommand::RejectCancel {
+                transaction_id,
+                failure,
+            },
+        ) => {
+            payment
+                .pending(*transaction_id)
+                .ok_or(PaymentError::UnknownCancel(*transaction_id))?;
+            Ok(vec![PaymentEvent::CancelRejected {
+                transaction_id: *transaction_id,
+                failure: failure.clone(),
             }])
         }
         _ => Err(refuse()),
+    }
+}
+
+/// Checks a cancel: a valid reason, more than zero, at most `limit`
+/// (`None` takes all of `limit`).
+fn cancel_amount(amount: Option<Money>, limit: Money, reason: &str) -> Result<Money, PaymentError> {
+    if reason.trim().is_empty() || reason.chars().count() > 200 {
+        return Err(PaymentError::InvalidCancelReason);
+    }
+    let requested = amount.unwrap_or(limit);
+    if requested.is_zero() {
+        return Err(PaymentError::ZeroAmount);
+    }
+    if requested.checked_cmp(&limit)?.is_gt() {
+        return Err(PaymentError::NotCancelableAmount {
+            requested,
+            balance: limit,
+        });
+    }
+    Ok(requested)
+}
+
+impl Payment {
+    fn pending(&self, transaction_id: TransactionId) -> Option<&PendingCancel> {
+        self.pending_cancels
+            .iter()
+            .find(|p| p.transaction_id == transaction_id)
     }
 }
 
@@ -460,6 +595,7 @@ pub fn apply(state: Option<Payment>, event: &PaymentEvent) -> Result<Payment, Re
             failure: None,
             created_at: *created_at,
             version,
+            pending_cancels: Vec::new(),
         });
     };
     match event {
@@ -484,7 +620,28 @@ pub fn apply(state: Option<Payment>, event: &PaymentEvent) -> Result<Payment, Re
             payment.status = PaymentStatus::Aborted;
             payment.failure = Some(failure.clone());
         }
-        PaymentEvent::PaymentCanceled { amount, .. } => {
+        PaymentEvent::CancelRequested {
+            transaction_id,
+            amount,
+            reason,
+        } => payment.pending_cancels.push(PendingCancel {
+            transaction_id: *transaction_id,
+            amount: *amount,
+            reason: reason.clone(),
+        }),
+        PaymentEvent::CancelRejected { transaction_id, .. } => {
+            payment
+                .pending_cancels
+                .retain(|p| p.transaction_id != *transaction_id);
+        }
+        PaymentEvent::PaymentCanceled {
+            amount,
+            transaction_id,
+            ..
+        } => {
+            if let Some(id) = transaction_id {
+                payment.pending_cancels.retain(|p| p.transaction_id != *id);
+            }
             payment.balance = payment
                 .balance
                 .checked_sub(*amount)

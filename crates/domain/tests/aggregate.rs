@@ -74,6 +74,31 @@ fn cancel(won: Option<i64>) -> PaymentCommand {
     }
 }
 
+fn request(id: u128, won: Option<i64>) -> PaymentCommand {
+    PaymentCommand::RequestCancel {
+        transaction_id: TransactionId::from_uuid(uuid::Uuid::from_u128(id)),
+        amount: won.map(krw),
+        reason: "customer asked".into(),
+    }
+}
+
+fn confirm_cancel(id: u128) -> PaymentCommand {
+    PaymentCommand::ConfirmCancel {
+        transaction_id: TransactionId::from_uuid(uuid::Uuid::from_u128(id)),
+        transaction_key: Some(format!("txk-{id}")),
+    }
+}
+
+fn reject_cancel(id: u128) -> PaymentCommand {
+    PaymentCommand::RejectCancel {
+        transaction_id: TransactionId::from_uuid(uuid::Uuid::from_u128(id)),
+        failure: Failure {
+            code: "NOT_CANCELABLE_AMOUNT".into(),
+            message: "no".into(),
+        },
+    }
+}
+
 /// Runs `commands` from nothing, failing the test if any is refused.
 fn history(commands: &[PaymentCommand]) -> Vec<PaymentEvent> {
     let mut state: Option<Payment> = None;
@@ -188,6 +213,85 @@ fn partial_canceled_is_canceled_when_the_rest_is_canceled() {
     let payment = when(&given(PaymentStatus::PartialCanceled), &cancel(None));
     assert_eq!(payment.status(), PaymentStatus::Canceled);
     assert!(payment.balance().is_zero());
+}
+
+#[test]
+fn a_cancel_request_reserves_its_amount_without_moving_money() {
+    let payment = when(&given(PaymentStatus::Done), &request(10, Some(4_000)));
+    assert_eq!(payment.status(), PaymentStatus::Done);
+    assert_eq!(payment.balance(), krw(AMOUNT));
+    assert_eq!(payment.cancelable(), krw(11_000));
+    assert_eq!(payment.pending_cancels().len(), 1);
+}
+
+#[test]
+fn a_confirmed_cancel_request_gives_the_money_back() {
+    let requested = when(&given(PaymentStatus::Done), &request(10, Some(4_000)));
+    let payment = when(&requested, &confirm_cancel(10));
+    assert_eq!(payment.status(), PaymentStatus::PartialCanceled);
+    assert_eq!(payment.balance(), krw(11_000));
+    assert_eq!(payment.cancelable(), krw(11_000));
+    assert!(payment.pending_cancels().is_empty());
+}
+
+#[test]
+fn a_confirmed_request_for_everything_cancels_the_payment() {
+    let requested = when(&given(PaymentStatus::PartialCanceled), &request(10, None));
+    assert!(requested.cancelable().is_zero());
+    let payment = when(&requested, &confirm_cancel(10));
+    assert_eq!(payment.status(), PaymentStatus::Canceled);
+    assert!(payment.balance().is_zero());
+}
+
+#[test]
+fn a_rejected_cancel_request_releases_its_reservation() {
+    let requested = when(&given(PaymentStatus::Done), &request(10, Some(4_000)));
+    let payment = when(&requested, &reject_cancel(10));
+    assert_eq!(payment.status(), PaymentStatus::Done);
+    assert_eq!(payment.cancelable(), krw(AMOUNT));
+    assert!(payment.pending_cancels().is_empty());
+}
+
+#[test]
+fn reservations_never_exceed_what_is_left() {
+    let first = when(&given(PaymentStatus::Done), &request(10, Some(10_000)));
+    assert_eq!(
+        decide(Some(&first), &request(11, Some(5_001))),
+        Err(PaymentError::NotCancelableAmount {
+            requested: krw(5_001),
+            balance: krw(5_000)
+        })
+    );
+    let second = when(&first, &request(11, Some(5_000)));
+    assert!(matches!(
+        decide(Some(&second), &request(12, None)),
+        Err(PaymentError::ZeroAmount)
+    ));
+}
+
+#[test]
+fn a_cancel_request_cannot_be_made_twice_or_answered_unasked() {
+    let requested = when(&given(PaymentStatus::Done), &request(10, Some(1_000)));
+    let id = TransactionId::from_uuid(uuid::Uuid::from_u128(10));
+    assert_eq!(
+        decide(Some(&requested), &request(10, Some(1_000))),
+        Err(PaymentError::CancelAlreadyRequested(id))
+    );
+    let other = TransactionId::from_uuid(uuid::Uuid::from_u128(99));
+    assert_eq!(
+        decide(Some(&requested), &confirm_cancel(99)),
+        Err(PaymentError::UnknownCancel(other))
+    );
+    assert_eq!(
+        decide(Some(&requested), &reject_cancel(99)),
+        Err(PaymentError::UnknownCancel(other))
+    );
+    let settled = when(&requested, &confirm_cancel(10));
+    assert_eq!(
+        decide(Some(&settled), &confirm_cancel(10)),
+        Err(PaymentError::UnknownCancel(id)),
+        "answered once"
+    );
 }
 
 // ---- rules inside legal transitions ---------------------------------------
@@ -344,6 +448,11 @@ illegal! {
     expired_cannot_be_aborted: Expired + abort();
     expired_cannot_expire_again: Expired + expire();
     expired_cannot_be_canceled: Expired + cancel(None);
+    ready_cannot_request_a_cancel: Ready + request(1, None);
+    in_progress_cannot_request_a_cancel: InProgress + request(1, None);
+    canceled_cannot_request_a_cancel: Canceled + request(1, None);
+    aborted_cannot_request_a_cancel: Aborted + request(1, None);
+    expired_cannot_request_a_cancel: Expired + request(1, None);
 }
 
 macro_rules! already_exists {
@@ -400,7 +509,14 @@ fn the_transition_table_is_exactly_the_documented_one() {
         (PartialCanceled, "cancel"),
     ];
     for status in PaymentStatus::ALL {
-        for command in [start(), approve(), abort(), expire(), cancel(None)] {
+        for command in [
+            start(),
+            approve(),
+            abort(),
+            expire(),
+            cancel(None),
+            request(1, None),
+        ] {
             let allowed = decide(Some(&given(status)), &command).is_ok();
             let documented = legal.contains(&(status, command.action()));
             assert_eq!(allowed, documented, "{status} + {}", command.action());
@@ -417,6 +533,9 @@ enum Op {
     Abort,
     Expire,
     Cancel { won: Option<i64> },
+    Request { id: u8, won: Option<i64> },
+    Confirm { id: u8 },
+    Reject { id: u8 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -428,6 +547,9 @@ fn op() -> impl Strategy<Value = Op> {
         proptest::option::of(0_i64..12_000).prop_map(|won| Op::Cancel { won }),
         // Cancels are the interesting part of the balance invariant: weight them.
         proptest::option::of(0_i64..4_000).prop_map(|won| Op::Cancel { won }),
+        (0_u8..4, proptest::option::of(0_i64..6_000)).prop_map(|(id, won)| Op::Request { id, won }),
+        (0_u8..4).prop_map(|id| Op::Confirm { id }),
+        (0_u8..4).prop_map(|id| Op::Reject { id }),
     ]
 }
 
@@ -451,6 +573,9 @@ fn command_for(op: &Op, amount: i64) -> PaymentCommand {
         Op::Abort => abort(),
         Op::Expire => expire(),
         Op::Cancel { won } => cancel(*won),
+        Op::Request { id, won } => request(u128::from(*id), *won),
+        Op::Confirm { id } => confirm_cancel(u128::from(*id)),
+        Op::Reject { id } => reject_cancel(u128::from(*id)),
     }
 }
 
@@ -493,6 +618,7 @@ proptest! {
             let expected_balance = krw(amount).checked_sub(canceled_total(&recorded));
             prop_assert_eq!(Ok(state.balance()), expected_balance);
             prop_assert!(state.balance().checked_cmp(&state.amount()).unwrap().is_le());
+            prop_assert!(state.cancelable().checked_cmp(&state.balance()).unwrap().is_le());
         }
         prop_assert_eq!(Payment::replay(&recorded).unwrap(), state.clone());
         prop_assert_eq!(state.version(), recorded.len() as u64);
