@@ -5,6 +5,7 @@
 
 pub mod kafka;
 pub mod orders;
+pub mod toss;
 
 use std::time::Duration;
 

@@ -16,6 +16,7 @@ pub struct TestTopics {
     pub payment_created: String,
     pub payment_completed: String,
     pub payment_failed: String,
+    pub payment_canceled: String,
 }
 
 impl TestTopics {
@@ -26,6 +27,7 @@ impl TestTopics {
             payment_created: kafka::unique_topic("payment.created"),
             payment_completed: kafka::unique_topic("payment.completed"),
             payment_failed: kafka::unique_topic("payment.failed"),
+            payment_canceled: kafka::unique_topic("payment.canceled"),
         };
         kafka::create_topics(&[
             topics.order_placed.clone(),
@@ -33,6 +35,7 @@ impl TestTopics {
             topics.payment_created.clone(),
             topics.payment_completed.clone(),
             topics.payment_failed.clone(),
+            topics.payment_canceled.clone(),
         ])
         .await;
         topics
@@ -49,6 +52,7 @@ impl TestTopics {
                 "payment_created": self.payment_created,
                 "payment_completed": self.payment_completed,
                 "payment_failed": self.payment_failed,
+                "payment_canceled": self.payment_canceled,
             },
         })
     }

@@ -4,74 +4,23 @@
 
 use std::time::Duration;
 
-use fake_toss::{FakeConfig, FakeToss, Scenario};
-use payment_e2e::kafka::{self, Received};
-use payment_e2e::orders::{place_order, status, wait_status, TestTopics};
-use payment_e2e::{spawn_app, TestApp};
+use fake_toss::Scenario;
+use payment_e2e::orders::{place_order, status, wait_status};
+use payment_e2e::toss::{event_for, Reconciler, TossWorld};
 use serde_json::{json, Value};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::MySqlPool;
 
-const SECRET: &str = FakeConfig::DEFAULT_SECRET_KEY;
-
-struct World {
-    app: TestApp,
-    toss: FakeToss,
-    pool: MySqlPool,
-    topics: TestTopics,
-}
-
-/// The service wired to a fresh fake Toss. `reconcile` turns the background
-/// reconciler on (fast) or effectively off.
-async fn world(pool_options: MySqlPoolOptions, db: MySqlConnectOptions, reconcile: bool) -> World {
-    let toss = FakeToss::start(FakeConfig::new(SECRET)).unwrap();
-    let topics = TestTopics::create().await;
-    let mut config = topics.config();
-    config["gateway"] = json!("toss");
-    config["toss"] = json!({
-        "base_url": toss.base_url(),
-        "secret_key": SECRET,
-        "read_timeout_ms": 500,
-    });
-    config["reconciler"] = if reconcile {
-        json!({ "interval_ms": 200, "min_age_ms": 200, "first_backoff_ms": 200, "max_backoff_ms": 400 })
+async fn world(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+    reconcile: bool,
+) -> TossWorld {
+    let reconciler = if reconcile {
+        Reconciler::Fast
     } else {
-        json!({ "interval_ms": 3_600_000 })
+        Reconciler::Off
     };
-    let app = spawn_app(&db, config).await;
-    let pool = pool_options.connect_with(db).await.unwrap();
-    World {
-        app,
-        toss,
-        pool,
-        topics,
-    }
-}
-
-async fn confirm(
-    app: &TestApp,
-    payment_key: &str,
-    order_id: &str,
-    amount: u64,
-) -> reqwest::Response {
-    app.http
-        .post(format!("{}/api/v1/payments/confirm", app.address))
-        .json(&json!({ "paymentKey": payment_key, "orderId": order_id, "amount": amount }))
-        .send()
-        .await
-        .unwrap()
-}
-
-/// The event about `payment_id` on `topic` (waits for it).
-async fn event_for(topic: &str, payment_id: &str) -> Received {
-    let received = kafka::read_until(topic, Duration::from_secs(30), |seen| {
-        seen.iter().any(|m| m.json()["subject"] == payment_id)
-    })
-    .await;
-    received
-        .into_iter()
-        .find(|m| m.json()["subject"] == payment_id)
-        .unwrap_or_else(|| panic!("no event for {payment_id} on {topic}"))
+    TossWorld::start(pool_options, db, reconciler, 500).await
 }
 
 #[sqlx::test(migrations = false)]
@@ -82,7 +31,7 @@ async fn an_approved_confirm_completes_the_payment_and_announces_it(
     let w = world(pool_options, db, false).await;
     let payment_id = place_order(&w.topics, &w.pool, "order-ok-1", 15_000).await;
 
-    let response = confirm(&w.app, "tgen_ok_1", "order-ok-1", 15_000).await;
+    let response = w.confirm("tgen_ok_1", "order-ok-1", 15_000).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "DONE");
@@ -105,7 +54,7 @@ async fn an_approved_confirm_completes_the_payment_and_announces_it(
     assert_eq!(toss_side["status"], "DONE");
 
     // The same confirm again: the same payment, no second call to Toss.
-    let again = confirm(&w.app, "tgen_ok_1", "order-ok-1", 15_000).await;
+    let again = w.confirm("tgen_ok_1", "order-ok-1", 15_000).await;
     assert_eq!(again.status(), 200);
     assert_eq!(w.toss.calls().confirm_requests, 1);
     w.app.stop().await.unwrap();
@@ -120,7 +69,7 @@ async fn a_tampered_amount_is_refused_and_toss_is_never_called(
     place_order(&w.topics, &w.pool, "order-tamper-1", 15_000).await;
     let before = w.app.counter("payment_amount_tampering_total", &[]).await;
 
-    let response = confirm(&w.app, "tgen_tamper_1", "order-tamper-1", 100).await;
+    let response = w.confirm("tgen_tamper_1", "order-tamper-1", 100).await;
     assert_eq!(response.status(), 400);
     assert_eq!(
         response.headers()["content-type"],
@@ -143,7 +92,7 @@ async fn a_declined_confirm_aborts_the_payment_with_the_toss_code(
     let payment_id = place_order(&w.topics, &w.pool, "order-decline-1", 15_000).await;
     w.toss.set_scenario(Scenario::card_declined());
 
-    let response = confirm(&w.app, "tgen_decline_1", "order-decline-1", 15_000).await;
+    let response = w.confirm("tgen_decline_1", "order-decline-1", 15_000).await;
     assert_eq!(response.status(), 402);
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["code"], "PAYMENT_DECLINED");
@@ -169,7 +118,7 @@ async fn a_timed_out_confirm_is_resolved_by_the_reconciler(
     w.toss
         .set_scenario(Scenario::DelayThenProcess { millis: 1_500 });
 
-    let response = confirm(&w.app, "tgen_timeout_1", "order-timeout-1", 15_000).await;
+    let response = w.confirm("tgen_timeout_1", "order-timeout-1", 15_000).await;
     assert_eq!(response.status(), 202, "unknown outcome: processing");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "IN_PROGRESS");
@@ -192,7 +141,7 @@ async fn a_server_error_is_retried_by_the_reconciler_with_the_same_idempotency_k
     place_order(&w.topics, &w.pool, "order-5xx-1", 15_000).await;
     w.toss.set_scenario(Scenario::ServerError);
 
-    let response = confirm(&w.app, "tgen_5xx_1", "order-5xx-1", 15_000).await;
+    let response = w.confirm("tgen_5xx_1", "order-5xx-1", 15_000).await;
     assert_eq!(response.status(), 202);
     assert_eq!(status(&w.pool, "order-5xx-1").await, "IN_PROGRESS");
 
@@ -225,7 +174,7 @@ async fn fifty_concurrent_confirms_make_one_toss_call(
     w.toss.set_scenario(Scenario::Delay { millis: 200 });
 
     let responses = futures::future::join_all(
-        (0..50).map(|_| confirm(&w.app, "tgen_race_1", "order-race-1", 15_000)),
+        (0..50).map(|_| w.confirm("tgen_race_1", "order-race-1", 15_000)),
     )
     .await;
     let mut done = 0;
@@ -259,7 +208,7 @@ async fn a_webhook_settles_a_payment_after_refetching_it(
     w.toss
         .set_scenario(Scenario::DelayThenProcess { millis: 1_000 });
     assert_eq!(
-        confirm(&w.app, "tgen_hook_1", "order-hook-1", 15_000)
+        w.confirm("tgen_hook_1", "order-hook-1", 15_000)
             .await
             .status(),
         202

@@ -2,6 +2,7 @@
 //! the operational endpoints. Handlers translate HTTP to use cases and back;
 //! they hold no business rule and no SQL.
 
+mod cancel;
 mod health;
 mod observability;
 mod openapi;
@@ -10,6 +11,7 @@ mod queries;
 mod view;
 mod widget;
 
+pub use cancel::CancelState;
 pub use openapi::ApiDoc;
 
 pub use problem::{FieldError, Problem};
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use axum::http::HeaderName;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use payment_application::{HealthProbe, PaymentGateway, PaymentRepository};
+use payment_application::{HealthProbe, IdempotencyKeys, PaymentGateway, PaymentRepository};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -44,16 +46,18 @@ impl std::fmt::Debug for ApiState {
 }
 
 /// The whole HTTP surface.
-pub fn router<R: PaymentRepository + Clone, G: PaymentGateway>(
+pub fn router<R: PaymentRepository + Clone, G: PaymentGateway, K: IdempotencyKeys>(
     ops: ApiState,
     repository: R,
     widget: WidgetState<R, G>,
+    cancel: CancelState<R, G, K>,
 ) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(health::routes().with_state(ops))
         .merge(widget::routes(Arc::new(widget)))
         .merge(queries::routes(repository))
+        .merge(cancel::routes(cancel))
         .merge(openapi::routes())
         .layer(axum::middleware::from_fn(observability::track_requests))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

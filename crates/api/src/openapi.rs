@@ -6,7 +6,7 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable as _};
 
-use crate::{health, problem, queries, view, widget};
+use crate::{cancel, health, problem, queries, view, widget};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -16,6 +16,7 @@ use crate::{health, problem, queries, view, widget};
         widget::success_redirect,
         widget::fail_redirect,
         widget::webhook,
+        cancel::cancel,
         queries::payment,
         queries::by_order,
         queries::events,
@@ -32,6 +33,7 @@ use crate::{health, problem, queries, view, widget};
         queries::EventView,
         queries::TransactionView,
         widget::ConfirmParams,
+        cancel::CancelBody,
     )),
     tags(
         (name = "widget", description = "The Toss widget flow: redirects, confirm, webhook"),

@@ -331,6 +331,9 @@ mod tests {
                 .clone()
                 .unwrap_or(GatewayOutcome::Unknown("unscripted".into()))
         }
+        async fn cancel(&self, _: &crate::gateway::CancelRequest) -> GatewayOutcome {
+            GatewayOutcome::Unknown("cancels are not scripted here".into())
+        }
         async fn lookup_by_order(
             &self,
             _: &OrderId,
@@ -347,6 +350,7 @@ mod tests {
             payment_created: "created".into(),
             payment_completed: "completed".into(),
             payment_failed: "failed".into(),
+            payment_canceled: "canceled".into(),
         }
     }
 
@@ -373,6 +377,7 @@ mod tests {
             approved_at: Some(Utc::now()),
             last_transaction_key: Some("txk-approve".into()),
             failure: None,
+            cancels: Vec::new(),
         }
     }
 

@@ -183,6 +183,7 @@ mod tests {
                 payment_created: "payment.created".into(),
                 payment_completed: "payment.completed".into(),
                 payment_failed: "payment.failed".into(),
+                payment_canceled: "payment.canceled".into(),
             },
             "order.placed".into(),
         )

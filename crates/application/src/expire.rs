@@ -127,6 +127,7 @@ mod tests {
             payment_created: "created".into(),
             payment_completed: "completed".into(),
             payment_failed: "failed".into(),
+            payment_canceled: "canceled".into(),
         }
     }
 

@@ -18,6 +18,16 @@ pub struct ConfirmRequest {
     pub idempotency_key: String,
 }
 
+/// A cancel request; `idempotency_key` derives from our CANCEL
+/// transaction, so a retry refunds at most once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelRequest {
+    pub payment_key: PaymentKey,
+    pub amount: Money,
+    pub reason: String,
+    pub idempotency_key: String,
+}
+
 /// What the gateway said.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GatewayOutcome {
@@ -42,6 +52,15 @@ pub struct GatewayPayment {
     pub approved_at: Option<DateTime<Utc>>,
     pub last_transaction_key: Option<String>,
     pub failure: Option<Failure>,
+    /// Every cancel of the payment, oldest first.
+    pub cancels: Vec<GatewayCancel>,
+}
+
+/// One cancel at the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayCancel {
+    pub amount: Money,
+    pub transaction_key: Option<String>,
 }
 
 /// Toss's payment statuses.
@@ -66,6 +85,9 @@ pub struct LookupFailed(pub String);
 pub trait PaymentGateway: Send + Sync + 'static {
     /// Asks the gateway to approve a payment the customer authorised.
     fn confirm(&self, request: &ConfirmRequest) -> impl Future<Output = GatewayOutcome> + Send;
+
+    /// Asks the gateway to give `amount` back to the customer.
+    fn cancel(&self, request: &CancelRequest) -> impl Future<Output = GatewayOutcome> + Send;
 
     /// The gateway's view of an order's payment; `Ok(None)` when it has none.
     ///

@@ -21,6 +21,7 @@ pub struct Topics {
     pub payment_created: String,
     pub payment_completed: String,
     pub payment_failed: String,
+    pub payment_canceled: String,
 }
 
 /// Who caused an event: the message or request that triggered the command.
@@ -176,6 +177,44 @@ pub fn payment_failed(
     )
 }
 
+/// `PaymentCanceledEvent`: money went back to the customer.
+#[must_use]
+pub fn payment_canceled(
+    topics: &Topics,
+    payment: &Payment,
+    canceled: Money,
+    transaction_key: Option<&str>,
+    reason: &str,
+    causation: &Causation,
+    at: DateTime<Utc>,
+) -> OutboxMessage {
+    let total = payment
+        .amount()
+        .checked_sub(payment.balance())
+        .unwrap_or(canceled);
+    let data = json!({
+        "paymentId": payment.id(),
+        "orderId": payment.order_id(),
+        "paymentKey": payment.payment_key(),
+        "canceledAmount": amount_json(canceled),
+        "totalCanceledAmount": amount_json(total),
+        "remainingAmount": amount_json(payment.balance()),
+        "isFullyCanceled": payment.status() == PaymentStatus::Canceled,
+        "currency": payment.amount().currency(),
+        "cancelReason": reason,
+        "transactionKey": transaction_key,
+        "canceledAt": at.to_rfc3339_opts(SecondsFormat::Millis, true),
+    });
+    outbox_message(
+        &topics.payment_canceled,
+        "PaymentCanceledEvent",
+        payment,
+        causation,
+        at,
+        data,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use payment_domain::{execute, Currency, OrderId, PaymentCommand, PaymentId, UserId};
@@ -188,6 +227,7 @@ mod tests {
             payment_created: "created".into(),
             payment_completed: "completed".into(),
             payment_failed: "failed".into(),
+            payment_canceled: "canceled".into(),
         }
     }
 

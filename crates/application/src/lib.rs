@@ -4,6 +4,7 @@
 //! confirmed or canceled; the adapters in `payment-infra` and `payment-api`
 //! decide *how* it reaches MariaDB, Kafka, Toss and HTTP.
 
+pub mod cancel;
 pub mod confirm;
 pub mod create_payment;
 pub mod expire;
@@ -16,16 +17,18 @@ pub mod settle;
 #[cfg(test)]
 mod memory;
 
+pub use cancel::{Cancel, CancelError, CancelPayment, CancelResolution, Canceled};
 pub use confirm::{AbortError, AbortFromWidget, Confirm, ConfirmError, ConfirmPayment, Confirmed};
 pub use create_payment::{CreatePayment, CreatePaymentError, Created, OrderPlaced};
 pub use expire::ExpirePayments;
 pub use gateway::{
-    ConfirmRequest, GatewayOutcome, GatewayPayment, GatewayStatus, LookupFailed, PaymentGateway,
+    CancelRequest, ConfirmRequest, GatewayCancel, GatewayOutcome, GatewayPayment, GatewayStatus,
+    LookupFailed, PaymentGateway,
 };
 pub use integration::{Causation, Topics};
 pub use ports::{
-    Append, Commit, HealthProbe, InboxEntry, OutboxMessage, PaymentRepository, RecordedEvent,
-    StoreError,
+    Append, Commit, HealthProbe, IdempotencyKeys, InboxEntry, KeyClaim, OutboxMessage,
+    PaymentRepository, RecordedEvent, StoreError,
 };
 pub use reconcile::{GatewayNotice, Noticed, Reconciled, Reconciler, ReconcilerSettings};
 pub use settle::{Resolution, SettleError};

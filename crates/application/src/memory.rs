@@ -6,7 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
-use payment_domain::{OrderId, Payment, PaymentId, PaymentStatus, PaymentTransaction};
+use payment_domain::{
+    OrderId, Payment, PaymentId, PaymentStatus, PaymentTransaction, TransactionKind,
+    TransactionStatus,
+};
 
 use crate::ports::{Commit, OutboxMessage, PaymentRepository, RecordedEvent, StoreError};
 
@@ -96,6 +99,23 @@ impl PaymentRepository for MemoryRepository {
         ids.sort();
         ids.truncate(limit as usize);
         Ok(ids)
+    }
+
+    async fn unsettled(
+        &self,
+        kind: TransactionKind,
+        requested_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PaymentTransaction>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .transactions
+            .iter()
+            .filter(|t| t.kind() == kind && t.status() == TransactionStatus::Unknown)
+            .filter(|t| t.requested_at() < requested_before)
+            .take(limit as usize)
+            .cloned()
+            .collect())
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {

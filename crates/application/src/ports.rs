@@ -7,7 +7,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use payment_domain::{
-    OrderId, Payment, PaymentEvent, PaymentId, PaymentStatus, PaymentTransaction,
+    OrderId, Payment, PaymentEvent, PaymentId, PaymentStatus, PaymentTransaction, TransactionKind,
 };
 use uuid::Uuid;
 
@@ -133,6 +133,18 @@ pub trait PaymentRepository: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<PaymentId>, StoreError>> + Send;
 
+    /// Up to `limit` gateway interactions of `kind` still UNKNOWN and
+    /// requested before `requested_before`, oldest first (for the reconciler).
+    ///
+    /// # Errors
+    /// As [`PaymentRepository::load`].
+    fn unsettled(
+        &self,
+        kind: TransactionKind,
+        requested_before: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<PaymentTransaction>, StoreError>> + Send;
+
     /// Persists `commit` in ONE database transaction: events, projection,
     /// transactions, outbox rows and the inbox record, or nothing.
     ///
@@ -150,6 +162,64 @@ pub struct RecordedEvent {
     pub version: u64,
     pub occurred_at: DateTime<Utc>,
     pub event: PaymentEvent,
+}
+
+/// What claiming an HTTP `Idempotency-Key` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// New key: the request runs, and its answer is recorded.
+    Claimed,
+    /// The first request with this key is still running.
+    InFlight,
+    /// Same key, same request: the first answer, byte for byte.
+    Replay { status: u16, body: Vec<u8> },
+    /// Same key, another request.
+    Mismatch,
+}
+
+/// HTTP idempotency keys (Stripe / IETF semantics), kept for a while.
+pub trait IdempotencyKeys: Send + Sync + 'static {
+    /// Claims `key` in `scope` for a request with this `fingerprint`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unexpected`] when the store fails.
+    fn claim(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> impl Future<Output = Result<KeyClaim, StoreError>> + Send;
+
+    /// Records the answer to replay for the claimed key.
+    ///
+    /// # Errors
+    /// [`StoreError::Unexpected`] when the store fails.
+    fn complete(
+        &self,
+        scope: &str,
+        key: &str,
+        status: u16,
+        body: &[u8],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Forgets a claim whose request had no effect (it may be retried).
+    ///
+    /// # Errors
+    /// [`StoreError::Unexpected`] when the store fails.
+    fn release(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes keys created before `created_before`; answers how many.
+    ///
+    /// # Errors
+    /// [`StoreError::Unexpected`] when the store fails.
+    fn prune(
+        &self,
+        created_before: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// A dependency whose health decides readiness (database, broker, ...).

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use payment_domain::{PaymentId, PaymentKey, PaymentStatus, TransactionKind, TransactionStatus};
 
+use crate::cancel::{ask_for_cancel, settle_cancel};
 use crate::gateway::{ConfirmRequest, GatewayOutcome, PaymentGateway};
 use crate::integration::{Causation, Topics};
 use crate::ports::{PaymentRepository, StoreError};
@@ -104,6 +105,61 @@ impl<R: PaymentRepository, G: PaymentGateway> Reconciler<R, G> {
                 Ok(Reconciled::StillUnknown) => self.back_off(payment_id),
                 Err(error) => {
                     tracing::warn!(%payment_id, %error, "reconciliation failed; will retry");
+                    self.back_off(payment_id);
+                }
+            }
+        }
+        settled += self.run_cancels_once().await?;
+        Ok(settled)
+    }
+
+    /// Cancels whose answer is unknown: asked again with their own
+    /// idempotency key (the PG replays its first answer, never refunds twice).
+    async fn run_cancels_once(&self) -> Result<usize, StoreError> {
+        let min_age = chrono::Duration::from_std(self.settings.min_age).unwrap_or_default();
+        let unsettled = self
+            .repository
+            .unsettled(
+                TransactionKind::Cancel,
+                Utc::now() - min_age,
+                self.settings.batch,
+            )
+            .await?;
+        let mut settled = 0;
+        for transaction in unsettled {
+            let payment_id = transaction.payment_id();
+            if !self.due(payment_id) {
+                continue;
+            }
+            let Some(payment) = self.repository.load(payment_id).await? else {
+                continue;
+            };
+            let causation = Causation {
+                causation_id: Some(format!("reconciler:{}", transaction.id())),
+                ..Causation::default()
+            };
+            let Some(resolution) = ask_for_cancel(&self.gateway, &payment, &transaction).await
+            else {
+                self.back_off(payment_id);
+                continue;
+            };
+            match settle_cancel(
+                &self.repository,
+                &self.topics,
+                payment_id,
+                transaction.id(),
+                &resolution,
+                &causation,
+            )
+            .await
+            {
+                Ok(_) => {
+                    tracing::info!(%payment_id, transaction_id = %transaction.id(), ?resolution, "cancel reconciled");
+                    settled += 1;
+                    self.forget(payment_id);
+                }
+                Err(error) => {
+                    tracing::warn!(%payment_id, %error, "cancel reconciliation failed; will retry");
                     self.back_off(payment_id);
                 }
             }

@@ -88,7 +88,19 @@ impl PaymentTransaction {
         amount: Money,
         requested_at: DateTime<Utc>,
     ) -> Self {
-        let id = TransactionId::new();
+        Self::request_as(TransactionId::new(), payment_id, kind, amount, requested_at)
+    }
+
+    /// The same, with an id chosen by the caller (derived from a client's
+    /// idempotency key, so a repeated request finds its transaction again).
+    #[must_use]
+    pub fn request_as(
+        id: TransactionId,
+        payment_id: PaymentId,
+        kind: TransactionKind,
+        amount: Money,
+        requested_at: DateTime<Utc>,
+    ) -> Self {
         Self {
             id,
             payment_id,

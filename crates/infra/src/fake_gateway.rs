@@ -2,7 +2,7 @@
 //! booking saga, local runs and load tests. It approves, declines or delays
 //! by configuration, declines amounts that end in `999` (so a demo can show
 //! a decline on purpose), and remembers what it approved so lookups answer
-//! like Toss would.
+//! like Toss would; cancels move its balance and replay by idempotency key.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use payment_application::{
-    ConfirmRequest, GatewayOutcome, GatewayPayment, GatewayStatus, LookupFailed, PaymentGateway,
+    CancelRequest, ConfirmRequest, GatewayCancel, GatewayOutcome, GatewayPayment, GatewayStatus,
+    LookupFailed, PaymentGateway,
 };
 use payment_domain::{Failure, OrderId, PaymentKey};
 use rust_decimal::Decimal;
@@ -30,6 +31,8 @@ pub struct FakeGateway {
     mode: FakeMode,
     delay: Duration,
     approved: Arc<Mutex<HashMap<OrderId, GatewayPayment>>>,
+    /// Cancel answers by idempotency key.
+    cancels: Arc<Mutex<HashMap<String, GatewayOutcome>>>,
 }
 
 impl FakeGateway {
@@ -39,6 +42,7 @@ impl FakeGateway {
             mode,
             delay,
             approved: Arc::default(),
+            cancels: Arc::default(),
         }
     }
 
@@ -81,10 +85,55 @@ impl PaymentGateway for FakeGateway {
             approved_at: Some(Utc::now()),
             last_transaction_key: Some(uuid::Uuid::now_v7().simple().to_string()),
             failure: None,
+            cancels: Vec::new(),
         };
         self.payments()
             .insert(request.order_id.clone(), payment.clone());
         GatewayOutcome::Succeeded(payment)
+    }
+
+    async fn cancel(&self, request: &CancelRequest) -> GatewayOutcome {
+        tokio::time::sleep(self.delay).await;
+        let mut answered = self
+            .cancels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(first) = answered.get(&request.idempotency_key) {
+            return first.clone(); // the same key replays the first answer
+        }
+        let mut payments = self.payments();
+        let outcome = match payments
+            .values_mut()
+            .find(|p| p.payment_key == request.payment_key)
+        {
+            None => GatewayOutcome::Declined(Failure {
+                code: "NOT_FOUND_PAYMENT".into(),
+                message: "no such payment at the fake gateway".into(),
+            }),
+            Some(payment) => match payment.balance_amount.checked_sub(request.amount) {
+                Err(_) => GatewayOutcome::Declined(Failure {
+                    code: "NOT_CANCELABLE_AMOUNT".into(),
+                    message: "more than the cancelable balance".into(),
+                }),
+                Ok(balance) => {
+                    let key = uuid::Uuid::now_v7().simple().to_string();
+                    payment.balance_amount = balance;
+                    payment.status = if balance.is_zero() {
+                        GatewayStatus::Canceled
+                    } else {
+                        GatewayStatus::PartialCanceled
+                    };
+                    payment.cancels.push(GatewayCancel {
+                        amount: request.amount,
+                        transaction_key: Some(key.clone()),
+                    });
+                    payment.last_transaction_key = Some(key);
+                    GatewayOutcome::Succeeded(payment.clone())
+                }
+            },
+        };
+        answered.insert(request.idempotency_key.clone(), outcome.clone());
+        outcome
     }
 
     async fn lookup_by_order(

@@ -1,7 +1,7 @@
 //! The payment gateway the configuration chose (`PAYMENT__GATEWAY`).
 
 use payment_application::{
-    ConfirmRequest, GatewayOutcome, GatewayPayment, LookupFailed, PaymentGateway,
+    CancelRequest, ConfirmRequest, GatewayOutcome, GatewayPayment, LookupFailed, PaymentGateway,
 };
 use payment_domain::{OrderId, PaymentKey};
 
@@ -20,6 +20,13 @@ impl PaymentGateway for ConfiguredGateway {
         match self {
             Self::Toss(toss) => toss.confirm(request).await,
             Self::Fake(fake) => fake.confirm(request).await,
+        }
+    }
+
+    async fn cancel(&self, request: &CancelRequest) -> GatewayOutcome {
+        match self {
+            Self::Toss(toss) => toss.cancel(request).await,
+            Self::Fake(fake) => fake.cancel(request).await,
         }
     }
 

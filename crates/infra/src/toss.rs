@@ -13,7 +13,8 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use chrono::{DateTime, FixedOffset, Utc};
 use payment_application::{
-    ConfirmRequest, GatewayOutcome, GatewayPayment, GatewayStatus, LookupFailed, PaymentGateway,
+    CancelRequest, ConfirmRequest, GatewayCancel, GatewayOutcome, GatewayPayment, GatewayStatus,
+    LookupFailed, PaymentGateway,
 };
 use payment_domain::{Currency, Failure, Money, OrderId, PaymentKey};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
@@ -102,6 +103,46 @@ impl TossGateway {
         })
     }
 
+    /// Reads a POST's answer into an outcome class (see [`classify`]).
+    async fn answer(&self, what: &str, sent: reqwest::Result<reqwest::Response>) -> GatewayOutcome {
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return GatewayOutcome::Unknown(format!("{what} not answered: {error}")),
+        };
+        let status = response.status();
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) => return GatewayOutcome::Unknown(format!("{what} answer lost: {error}")),
+        };
+        if status.is_success() {
+            return match parse_payment(&body) {
+                Ok(payment) => GatewayOutcome::Succeeded(payment),
+                Err(error) => {
+                    GatewayOutcome::Unknown(format!("unreadable {what} answer: {error:#}"))
+                }
+            };
+        }
+        let error = serde_json::from_slice::<TossError>(&body).ok();
+        let code = error.as_ref().map(|e| e.code.as_str());
+        match classify(status, code) {
+            Class::Declined => {
+                let error = error.unwrap_or_default();
+                if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+                    && error.code.contains("KEY")
+                {
+                    tracing::error!(code = %error.code, "Toss refused our credentials: check PAYMENT__TOSS__SECRET_KEY");
+                }
+                GatewayOutcome::Declined(Failure {
+                    code: error.code,
+                    message: error.message,
+                })
+            }
+            Class::Unknown => {
+                GatewayOutcome::Unknown(format!("{what} answered {status} {}", code.unwrap_or("-")))
+            }
+        }
+    }
+
     async fn lookup_at(&self, path: &str) -> Result<Option<GatewayPayment>, LookupFailed> {
         let response = self
             .http
@@ -143,43 +184,25 @@ impl PaymentGateway for TossGateway {
             .json(&body)
             .send()
             .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(error) => return GatewayOutcome::Unknown(format!("confirm not answered: {error}")),
-        };
-        let status = response.status();
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(error) => return GatewayOutcome::Unknown(format!("confirm answer lost: {error}")),
-        };
-        if status.is_success() {
-            return match parse_payment(&body) {
-                Ok(payment) => GatewayOutcome::Succeeded(payment),
-                Err(error) => {
-                    GatewayOutcome::Unknown(format!("unreadable confirm answer: {error:#}"))
-                }
-            };
-        }
-        let error = serde_json::from_slice::<TossError>(&body).ok();
-        let code = error.as_ref().map(|e| e.code.as_str());
-        match classify(status, code) {
-            Class::Declined => {
-                let error = error.unwrap_or_default();
-                if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
-                    && error.code.contains("KEY")
-                {
-                    tracing::error!(code = %error.code, "Toss refused our credentials: check PAYMENT__TOSS__SECRET_KEY");
-                }
-                GatewayOutcome::Declined(Failure {
-                    code: error.code,
-                    message: error.message,
-                })
-            }
-            Class::Unknown => GatewayOutcome::Unknown(format!(
-                "confirm answered {status} {}",
-                code.unwrap_or("-")
-            )),
-        }
+        self.answer("confirm", sent).await
+    }
+
+    async fn cancel(&self, request: &CancelRequest) -> GatewayOutcome {
+        let body = json!({
+            "cancelReason": request.reason,
+            "cancelAmount": wire_amount(request.amount),
+        });
+        let sent = self
+            .http
+            .post(format!(
+                "{}/v1/payments/{}/cancel",
+                self.base_url, request.payment_key
+            ))
+            .header("Idempotency-Key", &request.idempotency_key)
+            .json(&body)
+            .send()
+            .await;
+        self.answer("cancel", sent).await
     }
 
     async fn lookup_by_order(
@@ -225,6 +248,14 @@ struct TossPayment {
     approved_at: Option<DateTime<FixedOffset>>,
     last_transaction_key: Option<String>,
     failure: Option<TossError>,
+    cancels: Option<Vec<TossCancel>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TossCancel {
+    cancel_amount: serde_json::Number,
+    transaction_key: Option<String>,
 }
 
 fn parse_payment(body: &[u8]) -> anyhow::Result<GatewayPayment> {
@@ -253,6 +284,17 @@ fn parse_payment(body: &[u8]) -> anyhow::Result<GatewayPayment> {
             code: f.code,
             message: f.message,
         }),
+        cancels: payment
+            .cancels
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                Ok(GatewayCancel {
+                    amount: money(&c.cancel_amount).context("cancelAmount")?,
+                    transaction_key: c.transaction_key.clone(),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
     })
 }
 

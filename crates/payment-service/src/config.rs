@@ -47,6 +47,25 @@ pub struct Config {
     pub reconciler: ReconcilerConfig,
     #[serde(default)]
     pub expiry: ExpiryConfig,
+    #[serde(default)]
+    pub idempotency: IdempotencyConfig,
+}
+
+/// HTTP `Idempotency-Key`s are kept this long, then pruned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IdempotencyConfig {
+    pub retention_hours: u64,
+    pub prune_interval_secs: u64,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self {
+            retention_hours: 24,
+            prune_interval_secs: 3_600,
+        }
+    }
 }
 
 /// The network-free gateway (`gateway = fake`).

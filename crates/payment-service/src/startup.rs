@@ -10,17 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use payment_api::{ApiState, WidgetRedirects, WidgetState};
+use payment_api::{ApiState, CancelState, WidgetRedirects, WidgetState};
 use payment_application::{
-    AbortFromWidget, ConfirmPayment, CreatePayment, ExpirePayments, GatewayNotice, HealthProbe,
-    Reconciler, ReconcilerSettings, StoreError, Topics,
+    AbortFromWidget, CancelPayment, ConfirmPayment, CreatePayment, ExpirePayments, GatewayNotice,
+    HealthProbe, IdempotencyKeys as _, Reconciler, ReconcilerSettings, StoreError, Topics,
 };
 use payment_infra::fake_gateway::{FakeGateway, FakeMode};
 use payment_infra::gateway::ConfiguredGateway;
 use payment_infra::kafka::{
     self, dlq_topic, BrokerProbe, ConsumerHealth, KafkaSettings, OrderPlacedHandler,
 };
-use payment_infra::mariadb::{self, DatabaseProbe, MariaDbPaymentRepository};
+use payment_infra::mariadb::{
+    self, DatabaseProbe, MariaDbIdempotencyKeys, MariaDbPaymentRepository,
+};
 use payment_infra::outbox::{OutboxRelay, RelaySettings};
 use payment_infra::toss::{TossGateway, TossSettings};
 use secrecy::ExposeSecret as _;
@@ -51,6 +53,22 @@ struct Workers {
     relay: Option<OutboxRelay>,
     reconciler: Periodic<Reconciler<MariaDbPaymentRepository, ConfiguredGateway>>,
     expiry: Periodic<ExpirePayments<MariaDbPaymentRepository>>,
+    prune: Periodic<PruneKeys>,
+}
+
+/// Deletes HTTP idempotency keys past their retention.
+#[derive(Debug)]
+struct PruneKeys {
+    keys: MariaDbIdempotencyKeys,
+    retention: Duration,
+}
+
+impl PruneKeys {
+    async fn run_once(&self) -> Result<usize, StoreError> {
+        let retention = chrono::Duration::from_std(self.retention).unwrap_or_default();
+        let pruned = self.keys.prune(chrono::Utc::now() - retention).await?;
+        Ok(usize::try_from(pruned).unwrap_or(usize::MAX))
+    }
 }
 
 /// A job run every `interval`.
@@ -102,6 +120,7 @@ impl Application {
             payment_created: topics.payment_created.clone(),
             payment_completed: topics.payment_completed.clone(),
             payment_failed: topics.payment_failed.clone(),
+            payment_canceled: topics.payment_canceled.clone(),
         };
 
         let order_placed = OrderPlacedWorker {
@@ -114,6 +133,18 @@ impl Application {
             health: ConsumerHealth::default(),
         };
         let read_model = repository.clone();
+        let keys = MariaDbIdempotencyKeys::new(pool.clone());
+        let cancel = CancelState {
+            cancel: CancelPayment::new(repository.clone(), gateway.clone(), announced.clone()),
+            keys: keys.clone(),
+        };
+        let prune = Periodic {
+            job: PruneKeys {
+                keys,
+                retention: Duration::from_secs(config.idempotency.retention_hours * 3_600),
+            },
+            interval: Duration::from_secs(config.idempotency.prune_interval_secs),
+        };
         let widget = WidgetState {
             confirm: ConfirmPayment::new(repository.clone(), gateway.clone(), announced.clone()),
             abort: AbortFromWidget::new(repository.clone(), announced.clone()),
@@ -167,6 +198,7 @@ impl Application {
                 topics.payment_created.clone(),
                 topics.payment_completed.clone(),
                 topics.payment_failed.clone(),
+                topics.payment_canceled.clone(),
             ],
             partitions: config.kafka.topic_partitions,
             replication: config.kafka.topic_replication,
@@ -184,6 +216,7 @@ impl Application {
             },
             read_model,
             widget,
+            cancel,
         );
 
         let listener = TcpListener::bind(config.http.addr)
@@ -200,6 +233,7 @@ impl Application {
                 relay,
                 reconciler,
                 expiry,
+                prune,
             },
         })
     }
@@ -264,7 +298,19 @@ impl Workers {
             relay,
             reconciler,
             expiry,
+            prune,
         } = self;
+        let prune_job = Arc::new(prune.job);
+        spawn_periodic(
+            &mut set,
+            stop,
+            "idempotency-prune",
+            prune.interval,
+            move || {
+                let job = Arc::clone(&prune_job);
+                async move { job.run_once().await }
+            },
+        );
         let reconciler_job = Arc::new(reconciler.job);
         spawn_periodic(
             &mut set,

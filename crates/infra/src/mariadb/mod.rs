@@ -2,6 +2,7 @@
 //! payment repository and a readiness probe.
 
 mod errors;
+mod idempotency;
 mod repository;
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use payment_application::HealthProbe;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::MySqlPool;
 
+pub use idempotency::MariaDbIdempotencyKeys;
 pub use repository::MariaDbPaymentRepository;
 
 /// The schema, embedded in the binary; applied at start-up and by `migrate`.

@@ -203,6 +203,36 @@ impl PaymentRepository for MariaDbPaymentRepository {
             .map_err(StoreError::Unexpected)
     }
 
+    async fn unsettled(
+        &self,
+        kind: TransactionKind,
+        requested_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PaymentTransaction>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT transaction_id, payment_id FROM payment_transactions \
+             WHERE status = 'UNKNOWN' AND kind = ? AND requested_at < ? \
+             ORDER BY requested_at LIMIT ?",
+        )
+        .bind(kind.as_str())
+        .bind(requested_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("find unsettled transactions")?;
+        let mut found = Vec::with_capacity(rows.len());
+        for (transaction_id, payment_id) in rows {
+            let payment_id: PaymentId = payment_id.parse().context("stored payment id")?;
+            found.extend(
+                self.transactions(payment_id)
+                    .await?
+                    .into_iter()
+                    .filter(|t| t.id().to_string() == transaction_id),
+            );
+        }
+        Ok(found)
+    }
+
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let now = commit
             .append

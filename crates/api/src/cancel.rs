@@ -1,0 +1,316 @@
+//! `POST /api/v1/payments/{paymentId}/cancel` with an `Idempotency-Key`
+//! (Stripe / IETF semantics): the same key and body replay the first answer
+//! byte for byte; the same key with another body is 422; the same key while
+//! the first request runs is 409. A request that failed for want of a
+//! dependency (503) frees its key.
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use payment_application::{
+    Cancel, CancelError, CancelPayment, Canceled, Causation, IdempotencyKeys, KeyClaim,
+    PaymentGateway, PaymentRepository,
+};
+use payment_domain::{PaymentError, PaymentId};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use crate::problem::{FieldError, Problem};
+use crate::view::PaymentView;
+
+/// The cancel use case and the idempotency keys it is guarded by.
+#[derive(Debug)]
+pub struct CancelState<R, G, K> {
+    pub cancel: CancelPayment<R, G>,
+    pub keys: K,
+}
+
+type Shared<R, G, K> = Arc<CancelState<R, G, K>>;
+
+pub(crate) fn routes<R: PaymentRepository, G: PaymentGateway, K: IdempotencyKeys>(
+    state: CancelState<R, G, K>,
+) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/payments/{payment_id}/cancel",
+            post(cancel::<R, G, K>),
+        )
+        .with_state(Arc::new(state))
+}
+
+/// The cancel body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CancelBody {
+    /// Why (1-200 characters; Toss shows it to the customer).
+    #[schema(example = "customer changed their mind")]
+    cancel_reason: Option<String>,
+    /// How much to give back; absent: everything still cancelable.
+    #[schema(value_type = Option<f64>, example = 1000)]
+    cancel_amount: Option<Value>,
+}
+
+/// Cancels (part of) a payment.
+#[utoipa::path(
+    post, path = "/api/v1/payments/{payment_id}/cancel", tag = "payments", request_body = CancelBody,
+    params(
+        ("payment_id" = String, Path, description = "The payment id (UUID)"),
+        ("Idempotency-Key" = String, Header, description = "Required; the same key and body replay the first answer"),
+    ),
+    responses(
+        (status = 200, description = "Canceled: the payment after the refund", body = PaymentView),
+        (status = 202, description = "The PG's answer is not known yet; settled by the reconciler", body = PaymentView),
+        (status = 400, description = "`IDEMPOTENCY_KEY_REQUIRED` or `INVALID_REQUEST` (field errors)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 402, description = "`CANCEL_DECLINED`: the PG refused, with its `pgCode`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "`PAYMENT_NOT_CANCELABLE` (its state) or `IDEMPOTENCY_KEY_IN_USE` (the first request still runs)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`NOT_CANCELABLE_AMOUNT` (above what is left; the PG was not called) or `IDEMPOTENCY_KEY_REUSED` (same key, other body)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`; the key is freed", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "cancel", skip_all, fields(payment_id = %raw_id))]
+pub(crate) async fn cancel<R: PaymentRepository, G: PaymentGateway, K: IdempotencyKeys>(
+    State(state): State<Shared<R, G, K>>,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(key) = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| (1..=255).contains(&k.len()))
+    else {
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "IDEMPOTENCY_KEY_REQUIRED",
+            "An Idempotency-Key header is required",
+            "send a unique Idempotency-Key (1-255 characters) with every cancel",
+        )
+        .into_response();
+    };
+    let scope = format!("cancel:{raw_id}");
+    let fingerprint = format!("{:x}", Sha256::digest(&body));
+    match state.keys.claim(&scope, key, &fingerprint).await {
+        Ok(KeyClaim::Claimed) => {}
+        Ok(KeyClaim::Replay { status, body }) => return replay(status, body),
+        Ok(KeyClaim::InFlight) => {
+            return Problem::new(
+                StatusCode::CONFLICT,
+                "IDEMPOTENCY_KEY_IN_USE",
+                "A request with this Idempotency-Key is still running",
+                "retry once it has finished to get its answer",
+            )
+            .into_response();
+        }
+        Ok(KeyClaim::Mismatch) => {
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "IDEMPOTENCY_KEY_REUSED",
+                "This Idempotency-Key was used for another request",
+                "use a new Idempotency-Key for a different cancel",
+            )
+            .into_response();
+        }
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "idempotency key not claimed");
+            return Problem::unavailable().into_response();
+        }
+    }
+
+    let (status, content) = run(&state.cancel, &raw_id, key, &headers, &body).await;
+    let recorded = if status == StatusCode::SERVICE_UNAVAILABLE {
+        state.keys.release(&scope, key).await
+    } else {
+        state
+            .keys
+            .complete(&scope, key, status.as_u16(), &content)
+            .await
+    };
+    if let Err(error) = recorded {
+        tracing::error!(error = format!("{error:#}"), "idempotency key not recorded");
+    }
+    replay(status.as_u16(), content)
+}
+
+/// Runs the cancel and renders its answer (status and exact bytes).
+async fn run<R: PaymentRepository, G: PaymentGateway>(
+    cancel: &CancelPayment<R, G>,
+    raw_id: &str,
+    key: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (StatusCode, Vec<u8>) {
+    let request = match parse(raw_id, key, headers, body) {
+        Ok(request) => request,
+        Err(problem) => return render_problem(problem),
+    };
+    let payment_id = request.payment_id;
+    match cancel.handle(request).await {
+        Ok(Canceled::Done(payment)) => (StatusCode::OK, json_bytes(&PaymentView::from(&payment))),
+        Ok(Canceled::Pending(payment)) => (
+            StatusCode::ACCEPTED,
+            json_bytes(&PaymentView::from(&payment)),
+        ),
+        Err(error) => render_problem(problem_of(payment_id, error)),
+    }
+}
+
+fn parse(raw_id: &str, key: &str, headers: &HeaderMap, body: &[u8]) -> Result<Cancel, Problem> {
+    let mut errors = Vec::new();
+    let payment_id = PaymentId::from_str(raw_id)
+        .map_err(|e| {
+            errors.push(FieldError {
+                field: "paymentId",
+                reason: e.to_string(),
+            })
+        })
+        .ok();
+    let parsed: Option<CancelBody> = serde_json::from_slice(body)
+        .map_err(|e| {
+            errors.push(FieldError {
+                field: "body",
+                reason: e.to_string(),
+            })
+        })
+        .ok();
+    let (reason, amount) = match parsed {
+        Some(CancelBody {
+            cancel_reason,
+            cancel_amount,
+        }) => {
+            let reason = cancel_reason.filter(|r| !r.trim().is_empty());
+            if reason.is_none() {
+                errors.push(FieldError {
+                    field: "cancelReason",
+                    reason: "is required".into(),
+                });
+            }
+            let amount = match cancel_amount {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Number(n)) => Decimal::from_str(&n.to_string())
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+                Some(other) => Err(format!("must be a number, got {other}")),
+            }
+            .map_err(|reason| {
+                errors.push(FieldError {
+                    field: "cancelAmount",
+                    reason,
+                })
+            })
+            .ok()
+            .flatten();
+            (reason, amount)
+        }
+        None => (None, None),
+    };
+    match (payment_id, reason) {
+        (Some(payment_id), Some(reason)) if errors.is_empty() => Ok(Cancel {
+            payment_id,
+            amount,
+            reason,
+            request_key: Some(key.to_owned()),
+            causation: Causation {
+                causation_id: headers
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                correlation_id: None,
+                traceparent: headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            },
+        }),
+        _ => Err(Problem::invalid(errors)),
+    }
+}
+
+fn problem_of(payment_id: PaymentId, error: CancelError) -> Problem {
+    match error {
+        CancelError::NotFound(_) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "PAYMENT_NOT_FOUND",
+            "No such payment",
+            format!("payment {payment_id} does not exist"),
+        ),
+        CancelError::InvalidAmount(reason) => Problem::invalid(vec![FieldError {
+            field: "cancelAmount",
+            reason,
+        }]),
+        CancelError::Refused { payment, reason } => match reason {
+            PaymentError::NotCancelableAmount { requested, balance } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "NOT_CANCELABLE_AMOUNT",
+                "The amount is above what can still be canceled",
+                format!("{requested} requested, {balance} cancelable"),
+            )
+            .with(
+                "cancelableAmount",
+                payment_application::integration::amount_json(balance),
+            ),
+            PaymentError::ZeroAmount => Problem::invalid(vec![FieldError {
+                field: "cancelAmount",
+                reason: "must be greater than zero (or nothing is left to cancel)".into(),
+            }]),
+            PaymentError::InvalidCancelReason => Problem::invalid(vec![FieldError {
+                field: "cancelReason",
+                reason: reason.to_string(),
+            }]),
+            PaymentError::Money(money) => Problem::invalid(vec![FieldError {
+                field: "cancelAmount",
+                reason: money.to_string(),
+            }]),
+            other => Problem::new(
+                StatusCode::CONFLICT,
+                "PAYMENT_NOT_CANCELABLE",
+                "The payment cannot be canceled",
+                other.to_string(),
+            )
+            .with("status", payment.status()),
+        },
+        CancelError::Declined { failure, .. } => Problem::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "CANCEL_DECLINED",
+            "The payment gateway refused the cancel",
+            failure.message,
+        )
+        .with("pgCode", failure.code),
+        CancelError::Store(error) => {
+            tracing::error!(%payment_id, error = format!("{error:#}"), "cancel failed");
+            Problem::unavailable()
+        }
+    }
+}
+
+fn render_problem(problem: Problem) -> (StatusCode, Vec<u8>) {
+    let status = problem.status();
+    (status, json_bytes(&problem.body()))
+}
+
+fn json_bytes(value: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Answers `status` with exactly `body` (JSON, or problem+json for errors).
+fn replay(status: u16, body: Vec<u8>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        "application/problem+json"
+    };
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

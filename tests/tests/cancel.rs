@@ -1,0 +1,260 @@
+//! Cancels end to end: partial and full, concurrent, idempotent, and an
+//! unknown outcome resolved without a second refund — a real service, a real
+//! MariaDB, a real broker and the fake Toss over real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use fake_toss::Scenario;
+use payment_e2e::orders::{place_order, status, wait_status};
+use payment_e2e::toss::{events_for, Reconciler, TossWorld};
+use serde_json::{json, Value};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+
+/// A DONE payment of `amount` KRW; answers its id.
+async fn paid(w: &TossWorld, order_id: &str, payment_key: &str, amount: u64) -> String {
+    let payment_id = place_order(&w.topics, &w.pool, order_id, amount).await;
+    assert_eq!(w.confirm(payment_key, order_id, amount).await.status(), 200);
+    payment_id
+}
+
+async fn balance(w: &TossWorld, payment_id: &str) -> Value {
+    let payment: Value = w
+        .app
+        .get(&format!("/api/v1/payments/{payment_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    payment["balanceAmount"].clone()
+}
+
+#[sqlx::test(migrations = false)]
+async fn ten_concurrent_partial_cancels_refund_exactly_the_balance(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::Off, 5_000).await;
+    let payment_id = paid(&w, "order-cancel-10", "tgen_cancel_10", 5_000).await;
+
+    let cancels = (0..10).map(|i| {
+        let key = format!("cancel-{i}");
+        let w = &w;
+        let payment_id = payment_id.clone();
+        async move {
+            let response = w
+                .cancel(
+                    &payment_id,
+                    Some(&key),
+                    &json!({ "cancelReason": "split refund", "cancelAmount": 1000 }),
+                )
+                .await;
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    });
+    let answers = futures::future::join_all(cancels).await;
+    let succeeded = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(succeeded, 5, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(status, _)| *status != 200) {
+        assert_eq!(*status, 422, "{body}");
+        assert_eq!(body["code"], "NOT_CANCELABLE_AMOUNT");
+    }
+
+    assert_eq!(status(&w.pool, "order-cancel-10").await, "CANCELED");
+    assert_eq!(balance(&w, &payment_id).await, 0);
+    let calls = w.toss.calls();
+    assert_eq!(
+        calls.refunded_for("tgen_cancel_10"),
+        5_000,
+        "Toss refunded exactly the payment"
+    );
+    assert_eq!(
+        calls.cancel_requests, 5,
+        "refused cancels never reached Toss"
+    );
+
+    let announced = events_for(&w.topics.payment_canceled, &payment_id, 5).await;
+    let last = announced.last().unwrap().json();
+    assert_eq!(last["type"], "PaymentCanceledEvent");
+    let totals: Vec<i64> = announced
+        .iter()
+        .map(|m| m.json()["data"]["totalCanceledAmount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(totals.iter().max(), Some(&5_000));
+    assert!(announced
+        .iter()
+        .all(|m| m.json()["data"]["canceledAmount"] == 1_000));
+    assert!(announced
+        .iter()
+        .any(|m| m.json()["data"]["isFullyCanceled"] == true));
+    assert!(announced
+        .iter()
+        .any(|m| m.json()["data"]["remainingAmount"] == 0));
+    w.app.stop().await.unwrap();
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_idempotency_key_replays_the_first_answer_and_guards_its_body(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::Off, 5_000).await;
+    let payment_id = paid(&w, "order-idem-1", "tgen_idem_1", 9_000).await;
+    let body = json!({ "cancelReason": "one item returned", "cancelAmount": 3000 });
+
+    let first = w.cancel(&payment_id, Some("refund-77"), &body).await;
+    assert_eq!(first.status(), 200);
+    let first_type = first.headers()["content-type"].clone();
+    let first_bytes = first.bytes().await.unwrap();
+    let again = w.cancel(&payment_id, Some("refund-77"), &body).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["content-type"], first_type);
+    assert_eq!(
+        again.bytes().await.unwrap(),
+        first_bytes,
+        "byte-identical replay"
+    );
+    assert_eq!(w.toss.calls().cancels_applied, 1, "refunded once");
+    assert_eq!(balance(&w, &payment_id).await, 6_000);
+
+    let other_body = w
+        .cancel(
+            &payment_id,
+            Some("refund-77"),
+            &json!({ "cancelReason": "x", "cancelAmount": 1000 }),
+        )
+        .await;
+    assert_eq!(other_body.status(), 422);
+    assert_eq!(
+        other_body.json::<Value>().await.unwrap()["code"],
+        "IDEMPOTENCY_KEY_REUSED"
+    );
+
+    let no_key = w.cancel(&payment_id, None, &body).await;
+    assert_eq!(no_key.status(), 400);
+    assert_eq!(
+        no_key.json::<Value>().await.unwrap()["code"],
+        "IDEMPOTENCY_KEY_REQUIRED"
+    );
+
+    let too_much = w
+        .cancel(
+            &payment_id,
+            Some("refund-78"),
+            &json!({ "cancelReason": "all", "cancelAmount": 6001 }),
+        )
+        .await;
+    assert_eq!(too_much.status(), 422);
+    assert_eq!(
+        too_much.json::<Value>().await.unwrap()["code"],
+        "NOT_CANCELABLE_AMOUNT"
+    );
+    let rest = w
+        .cancel(
+            &payment_id,
+            Some("refund-79"),
+            &json!({ "cancelReason": "the rest" }),
+        )
+        .await;
+    assert_eq!(rest.status(), 200, "no amount: the whole balance");
+    assert_eq!(rest.json::<Value>().await.unwrap()["status"], "CANCELED");
+    assert_eq!(w.toss.calls().refunded_for("tgen_idem_1"), 9_000);
+
+    let invalid = w
+        .cancel(
+            &payment_id,
+            Some("refund-80"),
+            &json!({ "cancelAmount": "lots" }),
+        )
+        .await;
+    assert_eq!(invalid.status(), 400);
+    let fields: Vec<String> = invalid.json::<Value>().await.unwrap()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(fields, ["cancelReason", "cancelAmount"]);
+    w.app.stop().await.unwrap();
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_same_key_while_the_first_request_runs_is_409(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::Off, 5_000).await;
+    let payment_id = paid(&w, "order-inflight-1", "tgen_inflight_1", 4_000).await;
+    w.toss.set_scenario(Scenario::Delay { millis: 1_000 });
+    let body = json!({ "cancelReason": "slow", "cancelAmount": 1000 });
+
+    let (first, second) = tokio::join!(w.cancel(&payment_id, Some("slow-1"), &body), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        w.cancel(&payment_id, Some("slow-1"), &body).await
+    });
+    assert_eq!(first.status(), 200);
+    assert_eq!(second.status(), 409);
+    assert_eq!(
+        second.json::<Value>().await.unwrap()["code"],
+        "IDEMPOTENCY_KEY_IN_USE"
+    );
+    assert_eq!(w.toss.calls().cancels_applied, 1);
+    w.app.stop().await.unwrap();
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_timed_out_cancel_is_resolved_without_a_second_refund(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::Fast, 500).await;
+    let payment_id = paid(&w, "order-cancel-slow", "tgen_cancel_slow", 8_000).await;
+    // Toss refunds at once but answers after our 500 ms read timeout; our
+    // immediate retry with the same key finds the first still running.
+    w.toss.set_scenario(Scenario::Delay { millis: 1_500 });
+
+    let response = w
+        .cancel(
+            &payment_id,
+            Some("slow-refund"),
+            &json!({ "cancelReason": "late", "cancelAmount": 2000 }),
+        )
+        .await;
+    assert_eq!(response.status(), 202, "outcome unknown: pending");
+
+    w.toss.set_scenario(Scenario::Approve);
+    wait_status(
+        &w.pool,
+        "order-cancel-slow",
+        "PARTIAL_CANCELED",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(balance(&w, &payment_id).await, 6_000);
+    let calls = w.toss.calls();
+    assert_eq!(
+        calls.refunded_for("tgen_cancel_slow"),
+        2_000,
+        "refunded exactly once"
+    );
+    assert_eq!(calls.cancels_applied, 1);
+    assert!(calls.cancel_requests >= 2, "retried with the same key");
+    let transactions: Value = w
+        .app
+        .get(&format!("/api/v1/payments/{payment_id}/transactions"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cancels: Vec<&Value> = transactions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "CANCEL")
+        .collect();
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0]["status"], "SUCCEEDED");
+    events_for(&w.topics.payment_canceled, &payment_id, 1).await;
+    w.app.stop().await.unwrap();
+}
