@@ -13,6 +13,7 @@ use crate::kafka;
 #[derive(Debug, Clone)]
 pub struct TestTopics {
     pub order_placed: String,
+    pub order_refund_requested: String,
     pub payment_created: String,
     pub payment_completed: String,
     pub payment_failed: String,
@@ -24,6 +25,7 @@ impl TestTopics {
     pub async fn create() -> Self {
         let topics = Self {
             order_placed: kafka::unique_topic("order.placed"),
+            order_refund_requested: kafka::unique_topic("order.refund.requested"),
             payment_created: kafka::unique_topic("payment.created"),
             payment_completed: kafka::unique_topic("payment.completed"),
             payment_failed: kafka::unique_topic("payment.failed"),
@@ -32,6 +34,8 @@ impl TestTopics {
         kafka::create_topics(&[
             topics.order_placed.clone(),
             format!("{}.dlq", topics.order_placed),
+            topics.order_refund_requested.clone(),
+            format!("{}.dlq", topics.order_refund_requested),
             topics.payment_created.clone(),
             topics.payment_completed.clone(),
             topics.payment_failed.clone(),
@@ -49,6 +53,7 @@ impl TestTopics {
             "kafka": { "group_id": format!("{}.group", self.order_placed) },
             "topics": {
                 "order_placed": self.order_placed,
+                "order_refund_requested": self.order_refund_requested,
                 "payment_created": self.payment_created,
                 "payment_completed": self.payment_completed,
                 "payment_failed": self.payment_failed,

@@ -258,3 +258,82 @@ async fn a_timed_out_cancel_is_resolved_without_a_second_refund(
     events_for(&w.topics.payment_canceled, &payment_id, 1).await;
     w.app.stop().await.unwrap();
 }
+
+#[sqlx::test(migrations = false)]
+async fn refund_requests_are_consumed_once_each(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::Off, 5_000).await;
+    let payment_id = paid(&w, "order-refund-1", "tgen_refund_1", 10_000).await;
+    let refund = |id: &str, amount: Option<u64>| {
+        let mut data = json!({ "orderId": "order-refund-1", "reason": "returned" });
+        if let Some(amount) = amount {
+            data["refundAmount"] = json!(amount);
+        }
+        let event = json!({
+            "id": id, "source": "/order-service", "specversion": "1.0",
+            "type": "OrderRefundRequested", "subject": "order-refund-1", "data": data,
+        });
+        ("order-refund-1".to_owned(), event.to_string().into_bytes())
+    };
+    // A partial refund delivered three times, then the rest once.
+    let messages = vec![
+        refund("refund-a", Some(3_000)),
+        refund("refund-a", Some(3_000)),
+        refund("refund-a", Some(3_000)),
+        refund("refund-b", None),
+    ];
+    payment_e2e::kafka::publish_all(
+        &payment_e2e::kafka::producer(),
+        &w.topics.order_refund_requested,
+        &messages,
+    )
+    .await;
+
+    wait_status(
+        &w.pool,
+        "order-refund-1",
+        "CANCELED",
+        Duration::from_secs(60),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while w
+        .app
+        .counter(
+            "kafka_messages_total",
+            &[("topic", &w.topics.order_refund_requested)],
+        )
+        .await
+        < 4.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every refund message was handled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let calls = w.toss.calls();
+    assert_eq!(
+        calls.refunded_for("tgen_refund_1"),
+        10_000,
+        "3,000 once, then the remaining 7,000"
+    );
+    assert_eq!(calls.cancels_applied, 2);
+    assert_eq!(
+        w.app
+            .counter(
+                "kafka_messages_total",
+                &[
+                    ("topic", &w.topics.order_refund_requested),
+                    ("outcome", "duplicate_message")
+                ]
+            )
+            .await,
+        2.0
+    );
+    let announced = events_for(&w.topics.payment_canceled, &payment_id, 2).await;
+    assert_eq!(announced.len(), 2);
+    w.app.stop().await.unwrap();
+}

@@ -154,7 +154,9 @@ async fn run<R: PaymentRepository, G: PaymentGateway>(
     };
     let payment_id = request.payment_id;
     match cancel.handle(request).await {
-        Ok(Canceled::Done(payment)) => (StatusCode::OK, json_bytes(&PaymentView::from(&payment))),
+        Ok(Canceled::Done(payment) | Canceled::Repeated(payment)) => {
+            (StatusCode::OK, json_bytes(&PaymentView::from(&payment)))
+        }
         Ok(Canceled::Pending(payment)) => (
             StatusCode::ACCEPTED,
             json_bytes(&PaymentView::from(&payment)),
@@ -218,6 +220,7 @@ fn parse(raw_id: &str, key: &str, headers: &HeaderMap, body: &[u8]) -> Result<Ca
             amount,
             reason,
             request_key: Some(key.to_owned()),
+            inbox: None,
             causation: Causation {
                 causation_id: headers
                     .get("x-request-id")

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::gateway::{CancelRequest, GatewayOutcome, GatewayPayment, PaymentGateway};
 use crate::integration::{self, Causation, Topics};
-use crate::ports::{Append, Commit, PaymentRepository, StoreError};
+use crate::ports::{Append, Commit, InboxEntry, PaymentRepository, StoreError};
 use crate::settle::SettleError;
 
 /// A cancel as asked.
@@ -35,8 +35,10 @@ pub struct Cancel {
     /// `None`: everything still cancelable.
     pub amount: Option<Decimal>,
     pub reason: String,
-    /// The client's idempotency key, if any.
+    /// The client's idempotency key (or the triggering message's id).
     pub request_key: Option<String>,
+    /// The triggering message, recorded with the reservation.
+    pub inbox: Option<InboxEntry>,
     pub causation: Causation,
 }
 
@@ -46,6 +48,8 @@ pub enum Canceled {
     Done(Payment),
     /// The PG's answer is not known yet; the reconciler will settle it.
     Pending(Payment),
+    /// This very request was made before and had refunded: nothing new.
+    Repeated(Payment),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +191,7 @@ impl<R: PaymentRepository, G: PaymentGateway> CancelPayment<R, G> {
     ) -> Result<Canceled, CancelError> {
         match transaction.status() {
             TransactionStatus::Unknown => self.ask_gateway(payment, &transaction, causation).await,
-            TransactionStatus::Succeeded => Ok(Canceled::Done(payment)),
+            TransactionStatus::Succeeded => Ok(Canceled::Repeated(payment)),
             TransactionStatus::Failed => Err(CancelError::Declined {
                 payment: Box::new(payment),
                 failure: Failure {

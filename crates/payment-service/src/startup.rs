@@ -19,6 +19,7 @@ use payment_infra::fake_gateway::{FakeGateway, FakeMode};
 use payment_infra::gateway::ConfiguredGateway;
 use payment_infra::kafka::{
     self, dlq_topic, BrokerProbe, ConsumerHealth, KafkaSettings, OrderPlacedHandler,
+    RefundRequestedHandler, TopicRouter,
 };
 use payment_infra::mariadb::{
     self, DatabaseProbe, MariaDbIdempotencyKeys, MariaDbPaymentRepository,
@@ -49,7 +50,7 @@ pub struct Application {
 struct Workers {
     kafka: KafkaSettings,
     provision: Option<Provision>,
-    order_placed: OrderPlacedWorker,
+    inbound: InboundWorker,
     relay: Option<OutboxRelay>,
     reconciler: Periodic<Reconciler<MariaDbPaymentRepository, ConfiguredGateway>>,
     expiry: Periodic<ExpirePayments<MariaDbPaymentRepository>>,
@@ -85,10 +86,14 @@ struct Provision {
     replication: i32,
 }
 
+/// The consumer of every inbound topic.
 #[derive(Debug)]
-struct OrderPlacedWorker {
-    topic: String,
-    handler: OrderPlacedHandler<MariaDbPaymentRepository>,
+struct InboundWorker {
+    topics: Vec<String>,
+    handler: TopicRouter<
+        OrderPlacedHandler<MariaDbPaymentRepository>,
+        RefundRequestedHandler<MariaDbPaymentRepository, ConfiguredGateway>,
+    >,
     health: ConsumerHealth,
 }
 
@@ -123,13 +128,24 @@ impl Application {
             payment_canceled: topics.payment_canceled.clone(),
         };
 
-        let order_placed = OrderPlacedWorker {
-            topic: topics.order_placed.clone(),
-            handler: OrderPlacedHandler::new(CreatePayment::new(
-                repository.clone(),
-                announced.clone(),
+        let inbound = InboundWorker {
+            topics: vec![
                 topics.order_placed.clone(),
-            )),
+                topics.order_refund_requested.clone(),
+            ],
+            handler: TopicRouter {
+                first_topic: topics.order_placed.clone(),
+                first: OrderPlacedHandler::new(CreatePayment::new(
+                    repository.clone(),
+                    announced.clone(),
+                    topics.order_placed.clone(),
+                )),
+                second_topic: topics.order_refund_requested.clone(),
+                second: RefundRequestedHandler::new(
+                    repository.clone(),
+                    CancelPayment::new(repository.clone(), gateway.clone(), announced.clone()),
+                ),
+            },
             health: ConsumerHealth::default(),
         };
         let read_model = repository.clone();
@@ -195,6 +211,8 @@ impl Application {
             topics: vec![
                 topics.order_placed.clone(),
                 dlq_topic(&topics.order_placed),
+                topics.order_refund_requested.clone(),
+                dlq_topic(&topics.order_refund_requested),
                 topics.payment_created.clone(),
                 topics.payment_completed.clone(),
                 topics.payment_failed.clone(),
@@ -207,7 +225,7 @@ impl Application {
         let probes: Vec<Arc<dyn HealthProbe>> = vec![
             Arc::new(DatabaseProbe::new(pool.clone())),
             Arc::new(BrokerProbe::new(&kafka, Duration::from_secs(2))?),
-            Arc::new(order_placed.health.clone()),
+            Arc::new(inbound.health.clone()),
         ];
         let router = payment_api::router(
             ApiState {
@@ -229,7 +247,7 @@ impl Application {
             workers: Workers {
                 kafka,
                 provision,
-                order_placed,
+                inbound,
                 relay,
                 reconciler,
                 expiry,
@@ -294,7 +312,7 @@ impl Workers {
         let Self {
             kafka,
             provision,
-            order_placed,
+            inbound,
             relay,
             reconciler,
             expiry,
@@ -344,10 +362,10 @@ impl Workers {
             let dlq = kafka.producer()?;
             kafka::run_consumer(
                 &kafka,
-                &order_placed.topic,
-                order_placed.handler,
+                &inbound.topics,
+                inbound.handler,
                 dlq,
-                order_placed.health,
+                inbound.health,
                 stop,
             )
             .await

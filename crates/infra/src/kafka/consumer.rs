@@ -143,13 +143,13 @@ impl HealthProbe for ConsumerHealth {
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Consumes `topic` until `shutdown`, then commits the stored offsets.
+/// Consumes `topics` until `shutdown`, then commits the stored offsets.
 ///
 /// # Errors
 /// When the consumer cannot be created or subscribed.
 pub async fn run_consumer<H: MessageHandler>(
     settings: &KafkaSettings,
-    topic: &str,
+    topics: &[String],
     handler: H,
     dlq: FutureProducer,
     health: ConsumerHealth,
@@ -175,10 +175,11 @@ pub async fn run_consumer<H: MessageHandler>(
         )
         .create()
         .context("create Kafka consumer")?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
-        .subscribe(&[topic])
-        .with_context(|| format!("subscribe to {topic}"))?;
-    tracing::info!(topic, group = %settings.group_id, "consuming");
+        .subscribe(&names)
+        .with_context(|| format!("subscribe to {names:?}"))?;
+    tracing::info!(topics = ?names, group = %settings.group_id, "consuming");
 
     loop {
         let received = tokio::select! {
@@ -188,7 +189,7 @@ pub async fn run_consumer<H: MessageHandler>(
         let message = match received {
             Ok(message) => message,
             Err(error) => {
-                tracing::warn!(topic, %error, "consumer error");
+                tracing::warn!(%error, "consumer error");
                 tokio::time::sleep(FIRST_BACKOFF).await;
                 continue;
             }
@@ -198,14 +199,14 @@ pub async fn run_consumer<H: MessageHandler>(
             break; // shutting down mid-retry: the message will be redelivered
         }
         if let Err(error) = consumer.store_offset_from_message(&message) {
-            tracing::warn!(topic, %error, "cannot store offset; the message may be redelivered");
+            tracing::warn!(topic = %incoming.topic, %error, "cannot store offset; the message may be redelivered");
         }
     }
 
     if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::warn!(topic, %error, "final offset commit failed; the last messages may be redelivered");
+        tracing::warn!(%error, "final offset commit failed; the last messages may be redelivered");
     }
-    tracing::info!(topic, "consumer stopped");
+    tracing::info!(topics = ?names, "consumer stopped");
     Ok(())
 }
 

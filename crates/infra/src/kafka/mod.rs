@@ -6,6 +6,8 @@
 mod consumer;
 mod order_placed;
 mod probe;
+mod refund_requested;
+mod router;
 
 use std::time::Duration;
 
@@ -21,6 +23,8 @@ pub use consumer::{
 };
 pub use order_placed::OrderPlacedHandler;
 pub use probe::BrokerProbe;
+pub use refund_requested::RefundRequestedHandler;
+pub use router::TopicRouter;
 
 /// Where the brokers are and how every client of this service talks to them.
 #[derive(Debug, Clone)]

@@ -1,0 +1,190 @@
+//! `koosco.commerce.order.refund.requested`: the order service asks for a
+//! refund of an order, in full or in part. The message id becomes the
+//! cancel's idempotency key and is recorded in the inbox with the
+//! reservation, so a redelivery never refunds twice.
+
+use std::str::FromStr as _;
+
+use payment_application::{
+    Cancel, CancelError, CancelPayment, Canceled, Causation, InboxEntry, PaymentGateway,
+    PaymentRepository,
+};
+use payment_domain::OrderId;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::consumer::{HandlingError, Incoming, MessageHandler};
+
+const EVENT_TYPE: &str = "OrderRefundRequested";
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    id: String,
+    specversion: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    correlationid: Option<String>,
+    data: RefundData,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefundData {
+    order_id: String,
+    /// Absent: refund everything still refundable.
+    #[serde(alias = "refundAmount", alias = "cancelAmount")]
+    amount: Option<Value>,
+    #[serde(alias = "cancelReason")]
+    reason: Option<String>,
+}
+
+/// A refund request, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequested {
+    pub message_id: String,
+    pub order_id: OrderId,
+    pub amount: Option<Decimal>,
+    pub reason: String,
+    pub correlation_id: Option<String>,
+    pub traceparent: Option<String>,
+}
+
+/// Parses and validates one message; every error is permanent.
+///
+/// # Errors
+/// A reason naming the offending field.
+pub fn decode(message: &Incoming) -> Result<RefundRequested, String> {
+    let payload = message.payload.as_deref().ok_or("empty message")?;
+    let envelope: Envelope = serde_json::from_slice(payload)
+        .map_err(|e| format!("not an OrderRefundRequested CloudEvent: {e}"))?;
+    if envelope.specversion != "1.0" {
+        return Err(format!(
+            "unsupported specversion {:?}",
+            envelope.specversion
+        ));
+    }
+    if envelope.event_type != EVENT_TYPE {
+        return Err(format!(
+            "unexpected type {:?} (expected {EVENT_TYPE})",
+            envelope.event_type
+        ));
+    }
+    if envelope.id.trim().is_empty() || envelope.id.len() > 255 {
+        return Err("id must be 1-255 characters".into());
+    }
+    let data = envelope.data;
+    let amount = match &data.amount {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => {
+            Some(Decimal::from_str(&n.to_string()).map_err(|e| format!("amount: {e}"))?)
+        }
+        Some(Value::String(s)) => {
+            Some(Decimal::from_str(s).map_err(|e| format!("amount {s:?}: {e}"))?)
+        }
+        Some(other) => return Err(format!("amount must be a number, got {other}")),
+    };
+    Ok(RefundRequested {
+        message_id: envelope.id,
+        order_id: OrderId::parse(data.order_id).map_err(|e| e.to_string())?,
+        amount,
+        reason: data
+            .reason
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| "refund requested by the order service".into()),
+        correlation_id: envelope.correlationid,
+        traceparent: message.header("traceparent").map(str::to_owned),
+    })
+}
+
+/// Refunds orders on request.
+#[derive(Debug)]
+pub struct RefundRequestedHandler<R, G> {
+    repository: R,
+    cancel: CancelPayment<R, G>,
+}
+
+impl<R, G> RefundRequestedHandler<R, G> {
+    pub const fn new(repository: R, cancel: CancelPayment<R, G>) -> Self {
+        Self { repository, cancel }
+    }
+}
+
+impl<R: PaymentRepository, G: PaymentGateway> MessageHandler for RefundRequestedHandler<R, G> {
+    async fn handle(&self, message: &Incoming) -> Result<&'static str, HandlingError> {
+        let refund = decode(message).map_err(HandlingError::Permanent)?;
+        let payment = self
+            .repository
+            .find_by_order(&refund.order_id)
+            .await
+            .map_err(|e| HandlingError::Transient(e.into()))?
+            .ok_or_else(|| {
+                HandlingError::Permanent(format!("order {} has no payment", refund.order_id))
+            })?;
+        let request = Cancel {
+            payment_id: payment.id(),
+            amount: refund.amount,
+            reason: refund.reason,
+            request_key: Some(refund.message_id.clone()),
+            inbox: Some(InboxEntry {
+                consumer: message.topic.clone(),
+                message_id: refund.message_id.clone(),
+            }),
+            causation: Causation {
+                causation_id: Some(refund.message_id),
+                correlation_id: refund.correlation_id,
+                traceparent: refund.traceparent,
+            },
+        };
+        match self.cancel.handle(request).await {
+            Ok(Canceled::Done(_)) => Ok("refunded"),
+            Ok(Canceled::Pending(_)) => Ok("refund_pending"),
+            Ok(Canceled::Repeated(_)) => Ok("duplicate_message"),
+            Err(CancelError::Store(error)) => Err(HandlingError::Transient(error.into())),
+            Err(error) => Err(HandlingError::Permanent(error.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(payload: &str) -> Incoming {
+        Incoming {
+            topic: "koosco.commerce.order.refund.requested".into(),
+            partition: 0,
+            offset: 1,
+            key: None,
+            payload: Some(payload.as_bytes().to_vec()),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn full_and_partial_refunds_are_read() {
+        let full = decode(&message(
+            r#"{"id":"r-1","specversion":"1.0","type":"OrderRefundRequested","data":{"orderId":"order-0001"}}"#,
+        ))
+        .unwrap();
+        assert_eq!(full.amount, None);
+        let partial = decode(&message(
+            r#"{"id":"r-2","specversion":"1.0","type":"OrderRefundRequested","data":{"orderId":"order-0001","refundAmount":1500,"reason":"one item"}}"#,
+        ))
+        .unwrap();
+        assert_eq!(partial.amount, Some(Decimal::from(1_500)));
+        assert_eq!(partial.reason, "one item");
+    }
+
+    #[test]
+    fn invalid_refunds_are_refused_with_the_field_named() {
+        let bad = decode(&message(
+            r#"{"id":"r-3","specversion":"1.0","type":"OrderRefundRequested","data":{"orderId":"x"}}"#,
+        ));
+        assert!(bad.unwrap_err().contains("orderId"));
+        let wrong = decode(&message(
+            r#"{"id":"r-4","specversion":"1.0","type":"OrderPlacedEvent","data":{"orderId":"order-0001"}}"#,
+        ));
+        assert!(wrong.unwrap_err().contains("OrderPlacedEvent"));
+    }
+}

@@ -1,0 +1,29 @@
+//! One consumer for several topics: each message goes to its topic's
+//! handler. One group member per service instance (not one per topic), so a
+//! rebalance moves all of an instance's partitions at once.
+
+use super::consumer::{HandlingError, Incoming, MessageHandler};
+
+/// Routes the messages of two topics to two handlers.
+#[derive(Debug)]
+pub struct TopicRouter<A, B> {
+    pub first_topic: String,
+    pub first: A,
+    pub second_topic: String,
+    pub second: B,
+}
+
+impl<A: MessageHandler, B: MessageHandler> MessageHandler for TopicRouter<A, B> {
+    async fn handle(&self, message: &Incoming) -> Result<&'static str, HandlingError> {
+        if message.topic == self.first_topic {
+            self.first.handle(message).await
+        } else if message.topic == self.second_topic {
+            self.second.handle(message).await
+        } else {
+            Err(HandlingError::Permanent(format!(
+                "no handler for topic {}",
+                message.topic
+            )))
+        }
+    }
+}
