@@ -337,3 +337,62 @@ async fn refund_requests_are_consumed_once_each(
     assert_eq!(announced.len(), 2);
     w.app.stop().await.unwrap();
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_dashboard_cancel_arriving_by_webhook_is_reflected_once(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::Off, 5_000).await;
+    let payment_id = paid(&w, "order-dash-1", "tgen_dash_1", 10_000).await;
+    // Someone refunds 2,500 in Toss's dashboard; Toss sends its (unsigned) notice.
+    let dashboard = w
+        .app
+        .http
+        .post(format!(
+            "{}/__fake/payments/tgen_dash_1/cancel",
+            w.toss.base_url()
+        ))
+        .json(&json!({ "cancelReason": "refunded by support", "cancelAmount": 2500 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dashboard.status(), 200);
+    let notice = json!({
+        "eventType": "PAYMENT_STATUS_CHANGED",
+        "data": { "paymentKey": "tgen_dash_1", "orderId": "order-dash-1", "status": "PARTIAL_CANCELED" },
+    });
+    let post = || {
+        w.app
+            .http
+            .post(format!("{}/webhooks/toss", w.app.address))
+            .json(&notice)
+            .send()
+    };
+
+    let first: Value = post().await.unwrap().json().await.unwrap();
+    assert_eq!(first["status"], "PARTIAL_CANCELED");
+    assert_eq!(balance(&w, &payment_id).await, 7_500);
+    let announced = events_for(&w.topics.payment_canceled, &payment_id, 1).await;
+    assert_eq!(announced[0].json()["data"]["canceledAmount"], 2_500);
+
+    let again: Value = post().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        again["status"], "UNCHANGED",
+        "the same notice records nothing twice"
+    );
+    assert_eq!(balance(&w, &payment_id).await, 7_500);
+
+    // What is left can still be canceled through the API.
+    let rest = w
+        .cancel(
+            &payment_id,
+            Some("rest-1"),
+            &json!({ "cancelReason": "the rest" }),
+        )
+        .await;
+    assert_eq!(rest.status(), 200);
+    assert_eq!(status(&w.pool, "order-dash-1").await, "CANCELED");
+    assert_eq!(w.toss.calls().refunded_for("tgen_dash_1"), 10_000);
+    w.app.stop().await.unwrap();
+}

@@ -8,12 +8,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use payment_domain::{PaymentId, PaymentKey, PaymentStatus, TransactionKind, TransactionStatus};
+use payment_domain::{
+    execute, PaymentCommand, PaymentId, PaymentKey, PaymentStatus, TransactionKind,
+    TransactionStatus,
+};
 
 use crate::cancel::{ask_for_cancel, settle_cancel};
 use crate::gateway::{ConfirmRequest, GatewayOutcome, PaymentGateway};
-use crate::integration::{Causation, Topics};
-use crate::ports::{PaymentRepository, StoreError};
+use crate::integration::{self, Causation, Topics};
+use crate::ports::{Append, Commit, PaymentRepository, StoreError};
 use crate::settle::{settle_approval, Resolution, SettleError};
 
 /// What one attempt at a payment did.
@@ -319,6 +322,98 @@ pub struct GatewayNotice<R, G> {
     topics: Topics,
 }
 
+impl<R: PaymentRepository, G: PaymentGateway> GatewayNotice<R, G> {
+    /// Records cancels made at the PG without us (Toss's dashboard): those
+    /// whose transaction keys we have not recorded, and never more than the
+    /// difference between our balance and the PG's. Skipped while our own
+    /// cancels are pending (the reconciler settles those first).
+    async fn record_outside_cancels(
+        &self,
+        payment_id: PaymentId,
+        at_gateway: &crate::gateway::GatewayPayment,
+        notice_id: &str,
+    ) -> Result<Noticed, SettleError> {
+        for _ in 0..5 {
+            let Some(payment) = self.repository.load(payment_id).await? else {
+                return Err(SettleError::NotFound(payment_id));
+            };
+            if !payment.pending_cancels().is_empty() {
+                return Ok(Noticed::NothingToDo(payment_id));
+            }
+            let recorded: Vec<Option<String>> = self
+                .repository
+                .events(payment_id)
+                .await?
+                .into_iter()
+                .filter_map(|e| match e.event {
+                    payment_domain::PaymentEvent::PaymentCanceled {
+                        transaction_key, ..
+                    } => Some(transaction_key),
+                    _ => None,
+                })
+                .collect();
+            let Ok(mut missing) = payment.balance().checked_sub(at_gateway.balance_amount) else {
+                return Ok(Noticed::NothingToDo(payment_id)); // the PG has more left than we do: not ours to fix
+            };
+            let mut state = payment.clone();
+            let mut events = Vec::new();
+            let mut announcements = Vec::new();
+            let now = Utc::now();
+            let causation = Causation {
+                causation_id: Some(notice_id.to_owned()),
+                ..Causation::default()
+            };
+            for outside in at_gateway
+                .cancels
+                .iter()
+                .filter(|c| !recorded.contains(&c.transaction_key))
+            {
+                let Ok(left) = missing.checked_sub(outside.amount) else {
+                    break;
+                };
+                let command = PaymentCommand::Cancel {
+                    amount: Some(outside.amount),
+                    reason: "canceled at the payment gateway".into(),
+                    transaction_key: outside.transaction_key.clone(),
+                };
+                let (next, new) = execute(Some(&state), &command)
+                    .map_err(|reason| SettleError::Contradiction { payment_id, reason })?;
+                announcements.push(integration::payment_canceled(
+                    &self.topics,
+                    &next,
+                    outside.amount,
+                    outside.transaction_key.as_deref(),
+                    "canceled at the payment gateway",
+                    &causation,
+                    now,
+                ));
+                events.extend(new);
+                state = next;
+                missing = left;
+            }
+            if events.is_empty() {
+                return Ok(Noticed::NothingToDo(payment_id));
+            }
+            let commit = Commit {
+                append: Some(Append {
+                    expected_version: payment.version(),
+                    events,
+                    state: state.clone(),
+                    occurred_at: now,
+                }),
+                outbox: announcements,
+                ..Commit::default()
+            };
+            match self.repository.commit(commit).await {
+                Ok(()) => return Ok(Noticed::Settled(payment_id, state.status())),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(StoreError::Unexpected(anyhow::anyhow!("payment {payment_id} kept changing")).into())
+    }
+}
+
 /// What a notice did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Noticed {
@@ -361,10 +456,18 @@ impl<R: PaymentRepository, G: PaymentGateway> GatewayNotice<R, G> {
         let Some(payment) = self.repository.find_by_order(&at_gateway.order_id).await? else {
             return Ok(Noticed::UnknownPayment);
         };
-        if payment.status() != PaymentStatus::InProgress {
+        if payment.payment_key() != Some(&at_gateway.payment_key) {
             return Ok(Noticed::NothingToDo(payment.id()));
         }
-        if payment.payment_key() != Some(&at_gateway.payment_key) {
+        if matches!(
+            payment.status(),
+            PaymentStatus::Done | PaymentStatus::PartialCanceled
+        ) {
+            return self
+                .record_outside_cancels(payment.id(), &at_gateway, notice_id)
+                .await;
+        }
+        if payment.status() != PaymentStatus::InProgress {
             return Ok(Noticed::NothingToDo(payment.id()));
         }
         let Some(resolution) = Resolution::of(&at_gateway) else {
