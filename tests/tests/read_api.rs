@@ -124,6 +124,7 @@ async fn the_openapi_document_lists_every_endpoint_with_its_error_codes(
         ("/api/v1/payments/{payment_id}", "get"),
         ("/api/v1/payments/{payment_id}/events", "get"),
         ("/api/v1/payments/{payment_id}/transactions", "get"),
+        ("/api/v1/payments/{payment_id}/cancel", "post"),
         ("/health/live", "get"),
         ("/health/ready", "get"),
         ("/metrics", "get"),
@@ -153,6 +154,18 @@ async fn the_openapi_document_lists_every_endpoint_with_its_error_codes(
         "INVALID_REQUEST",
     ] {
         assert!(confirm_errors.contains(code), "{code} not documented");
+    }
+    let cancel_errors =
+        document["paths"]["/api/v1/payments/{payment_id}/cancel"]["post"].to_string();
+    for code in [
+        "IDEMPOTENCY_KEY_REQUIRED",
+        "IDEMPOTENCY_KEY_REUSED",
+        "IDEMPOTENCY_KEY_IN_USE",
+        "NOT_CANCELABLE_AMOUNT",
+        "PAYMENT_NOT_CANCELABLE",
+        "CANCEL_DECLINED",
+    ] {
+        assert!(cancel_errors.contains(code), "{code} not documented");
     }
     let docs_page = app.get("/docs").await;
     assert_eq!(docs_page.status(), 200);
