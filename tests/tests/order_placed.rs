@@ -235,7 +235,7 @@ async fn poison_messages_go_to_the_dlq_with_their_reason_and_block_nothing(
         .map(|m| (m.payload.as_deref().unwrap(), m))
         .collect();
     for (expected_reason, payload) in [
-        ("not an OrderPlaced CloudEvent", &sent[1].1),
+        ("not a CloudEvent of type OrderPlacedEvent", &sent[1].1),
         ("orderId", &sent[3].1),
         ("already has a payment", &sent[4].1),
     ] {

@@ -3,6 +3,7 @@
 //! its dead-letter topics, the inbound message decoders and the readiness
 //! probe.
 
+mod cloudevent;
 mod consumer;
 mod order_placed;
 mod probe;

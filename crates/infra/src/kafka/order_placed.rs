@@ -9,20 +9,11 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::cloudevent::{self, CloudEvent};
 use super::consumer::{HandlingError, Incoming, MessageHandler};
 
 /// The CloudEvent type this topic carries.
 const EVENT_TYPE: &str = "OrderPlacedEvent";
-
-#[derive(Debug, Deserialize)]
-struct Envelope {
-    id: String,
-    specversion: String,
-    #[serde(rename = "type")]
-    event_type: String,
-    correlationid: Option<String>,
-    data: OrderPlacedData,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -41,24 +32,7 @@ struct OrderPlacedData {
 /// # Errors
 /// A reason naming the offending field.
 pub fn decode(message: &Incoming) -> Result<OrderPlaced, String> {
-    let payload = message.payload.as_deref().ok_or("empty message")?;
-    let envelope: Envelope = serde_json::from_slice(payload)
-        .map_err(|e| format!("not an OrderPlaced CloudEvent: {e}"))?;
-    if envelope.specversion != "1.0" {
-        return Err(format!(
-            "unsupported specversion {:?}",
-            envelope.specversion
-        ));
-    }
-    if envelope.event_type != EVENT_TYPE {
-        return Err(format!(
-            "unexpected type {:?} (expected {EVENT_TYPE})",
-            envelope.event_type
-        ));
-    }
-    if envelope.id.trim().is_empty() || envelope.id.len() > 255 {
-        return Err("id must be 1-255 characters".into());
-    }
+    let envelope: CloudEvent<OrderPlacedData> = cloudevent::parse(message, EVENT_TYPE)?;
     let data = envelope.data;
     let order_id = OrderId::parse(data.order_id).map_err(|e| e.to_string())?;
     let user_id = match data.user_id {

@@ -14,19 +14,10 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::cloudevent::{self, CloudEvent};
 use super::consumer::{HandlingError, Incoming, MessageHandler};
 
 const EVENT_TYPE: &str = "OrderRefundRequested";
-
-#[derive(Debug, Deserialize)]
-struct Envelope {
-    id: String,
-    specversion: String,
-    #[serde(rename = "type")]
-    event_type: String,
-    correlationid: Option<String>,
-    data: RefundData,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,24 +46,7 @@ pub struct RefundRequested {
 /// # Errors
 /// A reason naming the offending field.
 pub fn decode(message: &Incoming) -> Result<RefundRequested, String> {
-    let payload = message.payload.as_deref().ok_or("empty message")?;
-    let envelope: Envelope = serde_json::from_slice(payload)
-        .map_err(|e| format!("not an OrderRefundRequested CloudEvent: {e}"))?;
-    if envelope.specversion != "1.0" {
-        return Err(format!(
-            "unsupported specversion {:?}",
-            envelope.specversion
-        ));
-    }
-    if envelope.event_type != EVENT_TYPE {
-        return Err(format!(
-            "unexpected type {:?} (expected {EVENT_TYPE})",
-            envelope.event_type
-        ));
-    }
-    if envelope.id.trim().is_empty() || envelope.id.len() > 255 {
-        return Err("id must be 1-255 characters".into());
-    }
+    let envelope: CloudEvent<RefundData> = cloudevent::parse(message, EVENT_TYPE)?;
     let data = envelope.data;
     let amount = match &data.amount {
         None | Some(Value::Null) => None,
