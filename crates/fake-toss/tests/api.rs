@@ -578,7 +578,7 @@ async fn a_wrong_secret_key_is_unauthorized() {
         .send(
             h.http
                 .post(h.url("/v1/payments/confirm"))
-                .header("Authorization", basic_auth("test_sk_someone_else"))
+                .header("Authorization", basic_auth("someone-elses-key"))
                 .json(&body),
         )
         .await;

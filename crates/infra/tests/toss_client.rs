@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const SECRET: &str = "test_sk_wiremock_only";
+const SECRET: &str = "wiremock-secret";
 
 fn gateway(server: &MockServer, read_timeout: Duration) -> TossGateway {
     TossGateway::new(&TossSettings {
@@ -65,8 +65,8 @@ fn toss_error(status: u16, code: &str) -> ResponseTemplate {
 #[tokio::test]
 async fn confirm_sends_auth_idempotency_key_and_body_and_maps_the_payment() {
     let server = MockServer::start().await;
-    // base64("test_sk_wiremock_only:")
-    let basic = "Basic dGVzdF9za193aXJlbW9ja19vbmx5Og==";
+    // base64("wiremock-secret:")
+    let basic = "Basic d2lyZW1vY2stc2VjcmV0Og==";
     Mock::given(method("POST"))
         .and(path("/v1/payments/confirm"))
         .and(header("authorization", basic))
@@ -228,5 +228,5 @@ async fn the_secret_never_shows_in_debug_output() {
     let server = MockServer::start().await;
     let debug = format!("{:?}", gateway(&server, Duration::from_secs(1)));
     assert!(!debug.contains(SECRET), "{debug}");
-    assert!(!debug.contains("dGVzdF9za193aXJlbW9ja19vbmx5"), "{debug}");
+    assert!(!debug.contains("d2lyZW1vY2stc2Vj"), "{debug}");
 }
