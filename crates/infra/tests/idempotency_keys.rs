@@ -8,7 +8,7 @@ use sqlx::MySqlPool;
 
 #[sqlx::test(migrator = "payment_infra::mariadb::MIGRATOR")]
 async fn a_key_is_claimed_once_replayed_guarded_released_and_pruned(pool: MySqlPool) {
-    let keys = MariaDbIdempotencyKeys::new(pool);
+    let keys = MariaDbIdempotencyKeys::new(pool, std::time::Duration::from_secs(3_600));
     assert_eq!(
         keys.claim("cancel:p1", "k1", "hash-a").await.unwrap(),
         KeyClaim::Claimed
@@ -66,5 +66,35 @@ async fn a_key_is_claimed_once_replayed_guarded_released_and_pruned(pool: MySqlP
         keys.claim("cancel:p1", "k1", "hash-z").await.unwrap(),
         KeyClaim::Claimed,
         "a pruned key is new again"
+    );
+}
+
+#[sqlx::test(migrator = "payment_infra::mariadb::MIGRATOR")]
+async fn a_claim_left_in_flight_past_its_lease_is_taken_over_by_the_same_request_only(
+    pool: MySqlPool,
+) {
+    let keys = MariaDbIdempotencyKeys::new(pool, std::time::Duration::ZERO);
+    assert_eq!(
+        keys.claim("cancel:p1", "k1", "hash-a").await.unwrap(),
+        KeyClaim::Claimed
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(
+        keys.claim("cancel:p1", "k1", "hash-b").await.unwrap(),
+        KeyClaim::Mismatch,
+        "never by another body"
+    );
+    assert_eq!(
+        keys.claim("cancel:p1", "k1", "hash-a").await.unwrap(),
+        KeyClaim::Claimed,
+        "the dead claim is taken over"
+    );
+    keys.complete("cancel:p1", "k1", 200, b"{}").await.unwrap();
+    assert!(
+        matches!(
+            keys.claim("cancel:p1", "k1", "hash-a").await.unwrap(),
+            KeyClaim::Replay { .. }
+        ),
+        "answers are never taken over"
     );
 }

@@ -57,6 +57,9 @@ pub struct Config {
 pub struct IdempotencyConfig {
     pub retention_hours: u64,
     pub prune_interval_secs: u64,
+    /// A request holding a key longer than this is presumed dead; the next
+    /// request with the same key and body takes the key over.
+    pub in_flight_lease_secs: u64,
 }
 
 impl Default for IdempotencyConfig {
@@ -64,6 +67,7 @@ impl Default for IdempotencyConfig {
         Self {
             retention_hours: 24,
             prune_interval_secs: 3_600,
+            in_flight_lease_secs: 120,
         }
     }
 }

@@ -149,7 +149,10 @@ impl Application {
             health: ConsumerHealth::default(),
         };
         let read_model = repository.clone();
-        let keys = MariaDbIdempotencyKeys::new(pool.clone());
+        let keys = MariaDbIdempotencyKeys::new(
+            pool.clone(),
+            Duration::from_secs(config.idempotency.in_flight_lease_secs),
+        );
         let cancel = CancelState {
             cancel: CancelPayment::new(repository.clone(), gateway.clone(), announced.clone()),
             keys: keys.clone(),

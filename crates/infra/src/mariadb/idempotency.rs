@@ -1,6 +1,10 @@
 //! HTTP idempotency keys in `idempotency_keys`: the claim is an INSERT, so
 //! of two requests racing with one key exactly one runs; the other sees the
-//! row (in flight, or the answer to replay).
+//! row (in flight, or the answer to replay). A claim left in flight longer
+//! than the lease (its request died with the process) is taken over by the
+//! next request with the same key and body — safe because the requests
+//! guarded here are idempotent themselves (a cancel's transaction id derives
+//! from the key).
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -12,12 +16,14 @@ use super::errors::{classify, DbFailure};
 #[derive(Debug, Clone)]
 pub struct MariaDbIdempotencyKeys {
     pool: MySqlPool,
+    lease: std::time::Duration,
 }
 
 impl MariaDbIdempotencyKeys {
+    /// `lease`: how long an in-flight claim is honoured before it is taken over.
     #[must_use]
-    pub const fn new(pool: MySqlPool) -> Self {
-        Self { pool }
+    pub const fn new(pool: MySqlPool, lease: std::time::Duration) -> Self {
+        Self { pool, lease }
     }
 }
 
@@ -54,6 +60,27 @@ impl IdempotencyKeys for MariaDbIdempotencyKeys {
                     .context("claim idempotency key")
                     .into())
             }
+        }
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(self.lease).unwrap_or_default();
+        let taken_over = sqlx::query(
+            "UPDATE idempotency_keys SET created_at = ? WHERE scope = ? AND idempotency_key = ? \
+             AND status = 'IN_FLIGHT' AND request_hash = ? AND created_at < ?",
+        )
+        .bind(now)
+        .bind(scope)
+        .bind(key)
+        .bind(fingerprint)
+        .bind(now - lease)
+        .execute(&self.pool)
+        .await
+        .context("take over a stale idempotency key")?;
+        if taken_over.rows_affected() == 1 {
+            tracing::warn!(
+                scope,
+                "idempotency key left in flight past its lease: taken over"
+            );
+            return Ok(KeyClaim::Claimed);
         }
         let row: Option<KeyRow> = sqlx::query_as(
             "SELECT request_hash, status, response_status, response_body FROM idempotency_keys \
