@@ -13,6 +13,28 @@ pub struct FieldError {
     pub reason: String,
 }
 
+impl FieldError {
+    /// Parses a required field: missing, or refused by `parse`, is an error
+    /// naming the field.
+    ///
+    /// # Errors
+    /// The [`FieldError`] to report.
+    pub fn required<T, E: std::fmt::Display>(
+        field: &'static str,
+        value: Option<String>,
+        parse: impl FnOnce(String) -> Result<T, E>,
+    ) -> Result<T, Self> {
+        let value = value.ok_or_else(|| Self {
+            field,
+            reason: "is required".into(),
+        })?;
+        parse(value).map_err(|e| Self {
+            field,
+            reason: e.to_string(),
+        })
+    }
+}
+
 /// The shape of every error body, for the OpenAPI document.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ProblemDoc {
@@ -90,18 +112,6 @@ impl Problem {
         )
     }
 
-    #[must_use]
-    pub const fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    #[must_use]
-    pub const fn code(&self) -> &'static str {
-        self.code
-    }
-}
-
-impl Problem {
     /// The problem document.
     #[must_use]
     pub fn body(&self) -> Value {
@@ -119,6 +129,16 @@ impl Problem {
         body.insert("detail".into(), json!(self.detail));
         body.extend(self.extra.clone());
         Value::Object(body)
+    }
+
+    #[must_use]
+    pub const fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    #[must_use]
+    pub const fn code(&self) -> &'static str {
+        self.code
     }
 }
 

@@ -101,22 +101,9 @@ pub(crate) async fn by_order<R: PaymentRepository>(
     State(repository): State<R>,
     Query(query): Query<ByOrder>,
 ) -> Response {
-    let order_id = match query.order_id.map(OrderId::parse) {
-        Some(Ok(order_id)) => order_id,
-        Some(Err(e)) => {
-            return Problem::invalid(vec![FieldError {
-                field: "orderId",
-                reason: e.to_string(),
-            }])
-            .into_response()
-        }
-        None => {
-            return Problem::invalid(vec![FieldError {
-                field: "orderId",
-                reason: "is required".into(),
-            }])
-            .into_response()
-        }
+    let order_id = match FieldError::required("orderId", query.order_id, OrderId::parse) {
+        Ok(order_id) => order_id,
+        Err(error) => return Problem::invalid(vec![error]).into_response(),
     };
     match repository.find_by_order(&order_id).await {
         Ok(found) => Json(found.iter().map(PaymentView::from).collect::<Vec<_>>()).into_response(),

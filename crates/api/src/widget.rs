@@ -73,27 +73,11 @@ pub(crate) struct ConfirmParams {
 /// Parses the three widget parameters, naming every bad one.
 fn parse_confirm(params: ConfirmParams, causation: Causation) -> Result<Confirm, Problem> {
     let mut errors = Vec::new();
-    let payment_key = params
-        .payment_key
-        .ok_or_else(|| "is required".to_owned())
-        .and_then(|k| PaymentKey::parse(k).map_err(|e| e.to_string()))
-        .map_err(|reason| {
-            errors.push(FieldError {
-                field: "paymentKey",
-                reason,
-            })
-        })
+    let payment_key = FieldError::required("paymentKey", params.payment_key, PaymentKey::parse)
+        .map_err(|e| errors.push(e))
         .ok();
-    let order_id = params
-        .order_id
-        .ok_or_else(|| "is required".to_owned())
-        .and_then(|o| OrderId::parse(o).map_err(|e| e.to_string()))
-        .map_err(|reason| {
-            errors.push(FieldError {
-                field: "orderId",
-                reason,
-            })
-        })
+    let order_id = FieldError::required("orderId", params.order_id, OrderId::parse)
+        .map_err(|e| errors.push(e))
         .ok();
     let amount = match params.amount {
         None => Err("is required".to_owned()),
@@ -361,22 +345,9 @@ async fn fail_redirect<R: PaymentRepository, G: PaymentGateway>(
     headers: HeaderMap,
     Query(params): Query<FailParams>,
 ) -> Response {
-    let order_id = match params.order_id.map(OrderId::parse) {
-        Some(Ok(order_id)) => order_id,
-        Some(Err(error)) => {
-            return Problem::invalid(vec![FieldError {
-                field: "orderId",
-                reason: error.to_string(),
-            }])
-            .into_response()
-        }
-        None => {
-            return Problem::invalid(vec![FieldError {
-                field: "orderId",
-                reason: "is required".into(),
-            }])
-            .into_response()
-        }
+    let order_id = match FieldError::required("orderId", params.order_id, OrderId::parse) {
+        Ok(order_id) => order_id,
+        Err(error) => return Problem::invalid(vec![error]).into_response(),
     };
     Span::current().record("order_id", order_id.as_str());
     let failure = Failure {

@@ -165,18 +165,16 @@ impl PaymentRepository for MariaDbPaymentRepository {
     }
 
     async fn transactions(&self, id: PaymentId) -> Result<Vec<PaymentTransaction>, StoreError> {
-        let rows: Vec<TransactionRow> = sqlx::query_as(
-            "SELECT transaction_id, kind, amount, currency, status, \
-             CAST(idempotency_key AS CHAR) AS idempotency_key, transaction_key, failure_code, \
-             requested_at, completed_at FROM payment_transactions \
-             WHERE payment_id = ? ORDER BY requested_at, transaction_id",
-        )
+        let rows: Vec<TransactionRow> = sqlx::query_as(concat!(
+            TRANSACTION_COLUMNS!(),
+            " WHERE payment_id = ? ORDER BY requested_at, transaction_id"
+        ))
         .bind(id.to_string())
         .fetch_all(&self.pool)
         .await
         .context("read payment transactions")?;
         rows.into_iter()
-            .map(|row| row.into_transaction(id))
+            .map(TransactionRow::into_transaction)
             .collect::<anyhow::Result<_>>()
             .map_err(StoreError::Unexpected)
     }
@@ -209,28 +207,21 @@ impl PaymentRepository for MariaDbPaymentRepository {
         requested_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<PaymentTransaction>, StoreError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT transaction_id, payment_id FROM payment_transactions \
-             WHERE status = 'UNKNOWN' AND kind = ? AND requested_at < ? \
-             ORDER BY requested_at LIMIT ?",
-        )
+        let rows: Vec<TransactionRow> = sqlx::query_as(concat!(
+            TRANSACTION_COLUMNS!(),
+            " WHERE status = 'UNKNOWN' AND kind = ? AND requested_at < ? \
+             ORDER BY requested_at LIMIT ?"
+        ))
         .bind(kind.as_str())
         .bind(requested_before)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
         .context("find unsettled transactions")?;
-        let mut found = Vec::with_capacity(rows.len());
-        for (transaction_id, payment_id) in rows {
-            let payment_id: PaymentId = payment_id.parse().context("stored payment id")?;
-            found.extend(
-                self.transactions(payment_id)
-                    .await?
-                    .into_iter()
-                    .filter(|t| t.id().to_string() == transaction_id),
-            );
-        }
-        Ok(found)
+        rows.into_iter()
+            .map(TransactionRow::into_transaction)
+            .collect::<anyhow::Result<_>>()
+            .map_err(StoreError::Unexpected)
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
@@ -271,9 +262,20 @@ fn unexpected(error: sqlx::Error, what: &'static str) -> StoreError {
     StoreError::Unexpected(anyhow::Error::new(error).context(what))
 }
 
+/// The columns a [`TransactionRow`] is read from.
+macro_rules! TRANSACTION_COLUMNS {
+    () => {
+        "SELECT transaction_id, payment_id, kind, amount, currency, status, \
+         CAST(idempotency_key AS CHAR) AS idempotency_key, transaction_key, failure_code, \
+         requested_at, completed_at FROM payment_transactions"
+    };
+}
+use TRANSACTION_COLUMNS;
+
 #[derive(sqlx::FromRow)]
 struct TransactionRow {
     transaction_id: String,
+    payment_id: String,
     kind: String,
     amount: Decimal,
     currency: String,
@@ -286,7 +288,8 @@ struct TransactionRow {
 }
 
 impl TransactionRow {
-    fn into_transaction(self, payment_id: PaymentId) -> anyhow::Result<PaymentTransaction> {
+    fn into_transaction(self) -> anyhow::Result<PaymentTransaction> {
+        let payment_id: PaymentId = self.payment_id.parse()?;
         let kind = match self.kind.as_str() {
             "APPROVAL" => TransactionKind::Approval,
             "CANCEL" => TransactionKind::Cancel,
