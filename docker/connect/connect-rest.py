@@ -119,7 +119,8 @@ class Handler(BaseHTTPRequestHandler):
         log(fmt % args)
 
     def reply(self, code, body):
-        data = json.dumps(body).encode()
+        # Compact, as Connect answers.
+        data = json.dumps(body, separators=(",", ":")).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
