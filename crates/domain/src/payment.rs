@@ -7,11 +7,23 @@
 //! of the life cycle below is decided here, and only here:
 //!
 //! ```text
+//!        ┌── READY (the PG never processed the attempt: our credentials)
+//!        ▼     ▲
 //! READY ──▶ IN_PROGRESS ──▶ DONE ──▶ PARTIAL_CANCELED ──▶ CANCELED
 //!   │            │            └──────────────────────────▶ CANCELED
-//!   ├──▶ ABORTED ◀┘ (PG said no, definitively; or the widget's fail redirect)
+//!   ├──▶ ABORTED ◀┘ (the PG declined, definitively, a key it confirms is this
+//!   │               order's; or the order was withdrawn: ORDER_CANCELED)
 //!   └──▶ EXPIRED    (never confirmed in time)
 //! ```
+//!
+//! A widget fail redirect ends nothing: it records the attempt's failure
+//! (`AttemptFailed`) and the customer may try again until expiry. A refund
+//! asked while the approval is unknown is reserved like any cancel
+//! (`CancelRequested` on IN_PROGRESS) and carried out once the PG approves;
+//! if the payment ends without approval, the reservation is released with
+//! [`NOT_APPROVED`]: nothing was taken. A reservation the PG's answer cannot
+//! settle in time is escalated (`CancelEscalated`) for an operator, never
+//! released blindly.
 
 use std::fmt;
 
@@ -71,6 +83,14 @@ impl fmt::Display for PaymentStatus {
     }
 }
 
+/// The failure code of a cancel released because the payment was never
+/// approved: nothing was taken, so nothing is given back.
+pub const NOT_APPROVED: &str = "PAYMENT_NOT_APPROVED";
+
+/// The failure code of a payment ended because its order was withdrawn
+/// (a refund requested before the customer paid).
+pub const ORDER_CANCELED: &str = "ORDER_CANCELED";
+
 /// Why a payment did not go through, in the PG's words (or ours).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
@@ -102,6 +122,17 @@ pub enum PaymentEvent {
     PaymentAborted {
         failure: Failure,
     },
+    /// The PG never processed the confirmation (our own credential or
+    /// configuration error, or a key the PG does not hold for this order):
+    /// back to READY, the customer may try again.
+    ConfirmationReverted {
+        failure: Failure,
+    },
+    /// A checkout attempt failed before any confirm (the widget's fail
+    /// redirect): recorded, the payment stays open.
+    AttemptFailed {
+        failure: Failure,
+    },
     /// Money went back to the customer: after our own request
     /// (`transaction_id`), or by a cancel made elsewhere (Toss's dashboard).
     PaymentCanceled {
@@ -122,6 +153,12 @@ pub enum PaymentEvent {
         transaction_id: TransactionId,
         failure: Failure,
     },
+    /// The PG's answer about a cancel could not be learned in time: the
+    /// reservation stays (the money may be gone) and an operator decides.
+    CancelEscalated {
+        transaction_id: TransactionId,
+        reason: String,
+    },
     PaymentExpired {
         expired_at: DateTime<Utc>,
     },
@@ -136,9 +173,12 @@ impl PaymentEvent {
             Self::ConfirmationStarted { .. } => "ConfirmationStarted",
             Self::PaymentApproved { .. } => "PaymentApproved",
             Self::PaymentAborted { .. } => "PaymentAborted",
+            Self::ConfirmationReverted { .. } => "ConfirmationReverted",
+            Self::AttemptFailed { .. } => "AttemptFailed",
             Self::PaymentCanceled { .. } => "PaymentCanceled",
             Self::CancelRequested { .. } => "CancelRequested",
             Self::CancelRejected { .. } => "CancelRejected",
+            Self::CancelEscalated { .. } => "CancelEscalated",
             Self::PaymentExpired { .. } => "PaymentExpired",
         }
     }
@@ -169,8 +209,15 @@ pub enum PaymentCommand {
         method: Option<String>,
         approved_at: DateTime<Utc>,
     },
-    /// The widget failed, or the PG declined definitively.
+    /// The PG declined definitively, or the order was withdrawn before
+    /// payment. Pending cancels are released ([`NOT_APPROVED`]).
     Abort { failure: Failure },
+    /// The PG never processed the confirmation: back to READY. With a refund
+    /// waiting, the order is gone: the payment is aborted
+    /// ([`ORDER_CANCELED`]) instead.
+    RevertConfirmation { failure: Failure },
+    /// A checkout attempt failed in the widget: recorded, nothing ends.
+    RecordAttemptFailure { failure: Failure },
     /// Nobody confirmed the payment in time.
     Expire { expired_at: DateTime<Utc> },
     /// Record a cancel that already happened at the PG without our request
@@ -197,6 +244,12 @@ pub enum PaymentCommand {
         transaction_id: TransactionId,
         failure: Failure,
     },
+    /// The PG's answer about a cancel could not be had in time: keep the
+    /// reservation, hand it to an operator.
+    EscalateCancel {
+        transaction_id: TransactionId,
+        reason: String,
+    },
 }
 
 impl PaymentCommand {
@@ -208,10 +261,13 @@ impl PaymentCommand {
             Self::StartConfirmation { .. } => "start confirming",
             Self::Approve { .. } => "approve",
             Self::Abort { .. } => "abort",
+            Self::RevertConfirmation { .. } => "revert a confirmation of",
+            Self::RecordAttemptFailure { .. } => "record a failed attempt on",
             Self::Expire { .. } => "expire",
             Self::Cancel { .. } | Self::RequestCancel { .. } => "cancel",
             Self::ConfirmCancel { .. } => "confirm a cancel of",
             Self::RejectCancel { .. } => "reject a cancel of",
+            Self::EscalateCancel { .. } => "escalate a cancel of",
         }
     }
 }
@@ -242,6 +298,8 @@ pub enum PaymentError {
     UnknownCancel(TransactionId),
     #[error("cancel {0} was already requested")]
     CancelAlreadyRequested(TransactionId),
+    #[error("cancel {0} was already escalated")]
+    CancelAlreadyEscalated(TransactionId),
     #[error(transparent)]
     Money(#[from] MoneyError),
     /// `decide` produced events its own `apply` rejects: a bug, never input.
@@ -284,6 +342,8 @@ pub struct PendingCancel {
     pub transaction_id: TransactionId,
     pub amount: Money,
     pub reason: String,
+    /// Handed to an operator: the PG's answer could not be learned in time.
+    pub escalated: bool,
 }
 
 impl Payment {
@@ -444,7 +504,22 @@ pub fn decide(
             }])
         }
         (PaymentStatus::Ready | PaymentStatus::InProgress, PaymentCommand::Abort { failure }) => {
-            Ok(vec![PaymentEvent::PaymentAborted {
+            Ok(payment.aborted(failure.clone()))
+        }
+        (PaymentStatus::InProgress, PaymentCommand::RevertConfirmation { failure }) => {
+            if payment.pending_cancels.is_empty() {
+                Ok(vec![PaymentEvent::ConfirmationReverted {
+                    failure: failure.clone(),
+                }])
+            } else {
+                Ok(payment.aborted(Failure {
+                    code: ORDER_CANCELED.into(),
+                    message: "a refund was requested before the payment was approved".into(),
+                }))
+            }
+        }
+        (PaymentStatus::Ready, PaymentCommand::RecordAttemptFailure { failure }) => {
+            Ok(vec![PaymentEvent::AttemptFailed {
                 failure: failure.clone(),
             }])
         }
@@ -471,7 +546,7 @@ pub fn decide(
             }])
         }
         (
-            PaymentStatus::Done | PaymentStatus::PartialCanceled,
+            PaymentStatus::InProgress | PaymentStatus::Done | PaymentStatus::PartialCanceled,
             PaymentCommand::RequestCancel {
                 transaction_id,
                 amount,
@@ -520,6 +595,24 @@ pub fn decide(
                 failure: failure.clone(),
             }])
         }
+        (
+            _,
+            PaymentCommand::EscalateCancel {
+                transaction_id,
+                reason,
+            },
+        ) => {
+            let pending = payment
+                .pending(*transaction_id)
+                .ok_or(PaymentError::UnknownCancel(*transaction_id))?;
+            if pending.escalated {
+                return Err(PaymentError::CancelAlreadyEscalated(*transaction_id));
+            }
+            Ok(vec![PaymentEvent::CancelEscalated {
+                transaction_id: *transaction_id,
+                reason: reason.clone(),
+            }])
+        }
         _ => Err(refuse()),
     }
 }
@@ -548,6 +641,24 @@ impl Payment {
         self.pending_cancels
             .iter()
             .find(|p| p.transaction_id == transaction_id)
+    }
+
+    /// The events of ending the payment unpaid: the abort, then the release
+    /// of every cancel waiting for an approval that will never come.
+    fn aborted(&self, failure: Failure) -> Vec<PaymentEvent> {
+        std::iter::once(PaymentEvent::PaymentAborted { failure })
+            .chain(
+                self.pending_cancels
+                    .iter()
+                    .map(|pending| PaymentEvent::CancelRejected {
+                        transaction_id: pending.transaction_id,
+                        failure: Failure {
+                            code: NOT_APPROVED.into(),
+                            message: "the payment was never approved: nothing was taken".into(),
+                        },
+                    }),
+            )
+            .collect()
     }
 }
 
@@ -612,6 +723,7 @@ pub fn apply(state: Option<Payment>, event: &PaymentEvent) -> Result<Payment, Re
             approved_at,
         } => {
             payment.status = PaymentStatus::Done;
+            payment.failure = None;
             payment.payment_key = Some(payment_key.clone());
             payment.method.clone_from(method);
             payment.approved_at = Some(*approved_at);
@@ -620,6 +732,12 @@ pub fn apply(state: Option<Payment>, event: &PaymentEvent) -> Result<Payment, Re
             payment.status = PaymentStatus::Aborted;
             payment.failure = Some(failure.clone());
         }
+        PaymentEvent::ConfirmationReverted { failure } => {
+            payment.status = PaymentStatus::Ready;
+            payment.payment_key = None;
+            payment.failure = Some(failure.clone());
+        }
+        PaymentEvent::AttemptFailed { failure } => payment.failure = Some(failure.clone()),
         PaymentEvent::CancelRequested {
             transaction_id,
             amount,
@@ -628,7 +746,16 @@ pub fn apply(state: Option<Payment>, event: &PaymentEvent) -> Result<Payment, Re
             transaction_id: *transaction_id,
             amount: *amount,
             reason: reason.clone(),
+            escalated: false,
         }),
+        PaymentEvent::CancelEscalated { transaction_id, .. } => {
+            let pending = payment
+                .pending_cancels
+                .iter_mut()
+                .find(|p| p.transaction_id == *transaction_id)
+                .ok_or_else(|| broken("no such pending cancel"))?;
+            pending.escalated = true;
+        }
         PaymentEvent::CancelRejected { transaction_id, .. } => {
             payment
                 .pending_cancels

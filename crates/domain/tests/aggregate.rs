@@ -60,6 +60,35 @@ fn abort() -> PaymentCommand {
     }
 }
 
+fn failed_attempt() -> Failure {
+    Failure {
+        code: "PAY_PROCESS_CANCELED".into(),
+        message: "the customer closed the widget".into(),
+    }
+}
+
+fn record_attempt_failure() -> PaymentCommand {
+    PaymentCommand::RecordAttemptFailure {
+        failure: failed_attempt(),
+    }
+}
+
+fn revert() -> PaymentCommand {
+    PaymentCommand::RevertConfirmation {
+        failure: Failure {
+            code: "UNAUTHORIZED_KEY".into(),
+            message: "our secret key was refused".into(),
+        },
+    }
+}
+
+fn escalate(id: u128) -> PaymentCommand {
+    PaymentCommand::EscalateCancel {
+        transaction_id: TransactionId::from_uuid(uuid::Uuid::from_u128(id)),
+        reason: "no answer from the PG in time".into(),
+    }
+}
+
 fn expire() -> PaymentCommand {
     PaymentCommand::Expire {
         expired_at: at(3600),
@@ -154,7 +183,7 @@ fn ready_goes_in_progress_when_confirmation_starts() {
 }
 
 #[test]
-fn ready_is_aborted_by_the_widget_fail_redirect() {
+fn ready_is_aborted_when_its_order_is_withdrawn() {
     let payment = when(&given(PaymentStatus::Ready), &abort());
     assert_eq!(payment.status(), PaymentStatus::Aborted);
     assert_eq!(payment.failure().unwrap().code, "REJECT_CARD_PAYMENT");
@@ -292,6 +321,110 @@ fn a_cancel_request_cannot_be_made_twice_or_answered_unasked() {
         Err(PaymentError::UnknownCancel(id)),
         "answered once"
     );
+}
+
+#[test]
+fn a_widget_failure_is_recorded_and_the_payment_stays_ready() {
+    let payment = when(&given(PaymentStatus::Ready), &record_attempt_failure());
+    assert_eq!(payment.status(), PaymentStatus::Ready);
+    assert_eq!(payment.failure(), Some(&failed_attempt()));
+    let retried = when(&when(&payment, &start()), &approve());
+    assert_eq!(retried.status(), PaymentStatus::Done);
+    assert_eq!(
+        retried.failure(),
+        None,
+        "an approval clears the old failure"
+    );
+}
+
+#[test]
+fn the_last_recorded_failure_survives_until_expiry() {
+    let expired = when(
+        &when(&given(PaymentStatus::Ready), &record_attempt_failure()),
+        &expire(),
+    );
+    assert_eq!(expired.status(), PaymentStatus::Expired);
+    assert_eq!(expired.failure(), Some(&failed_attempt()));
+}
+
+#[test]
+fn a_confirmation_the_pg_never_processed_goes_back_to_ready() {
+    let payment = when(&given(PaymentStatus::InProgress), &revert());
+    assert_eq!(payment.status(), PaymentStatus::Ready);
+    assert_eq!(payment.payment_key(), None);
+    assert_eq!(payment.failure().unwrap().code, "UNAUTHORIZED_KEY");
+    assert_eq!(
+        when(&when(&payment, &start()), &approve()).status(),
+        PaymentStatus::Done
+    );
+}
+
+#[test]
+fn a_refund_asked_during_an_unknown_approval_waits_for_it() {
+    let waiting = when(&given(PaymentStatus::InProgress), &request(1, None));
+    assert_eq!(waiting.status(), PaymentStatus::InProgress);
+    assert_eq!(waiting.pending_cancels().len(), 1);
+    assert_eq!(waiting.pending_cancels()[0].amount, krw(AMOUNT));
+    let approved = when(&waiting, &approve());
+    assert_eq!(approved.status(), PaymentStatus::Done);
+    assert_eq!(
+        approved.pending_cancels().len(),
+        1,
+        "carried out after approval"
+    );
+    assert_eq!(
+        when(&approved, &confirm_cancel(1)).status(),
+        PaymentStatus::Canceled
+    );
+}
+
+#[test]
+fn a_refund_waiting_for_an_approval_that_never_comes_is_released_as_not_approved() {
+    let waiting = when(&given(PaymentStatus::InProgress), &request(1, None));
+    let (aborted, events) = execute(Some(&waiting), &abort()).unwrap();
+    assert_eq!(aborted.status(), PaymentStatus::Aborted);
+    assert!(aborted.pending_cancels().is_empty());
+    assert_eq!(aborted.balance(), krw(AMOUNT), "nothing was given back");
+    assert!(matches!(
+        &events[..],
+        [PaymentEvent::PaymentAborted { .. }, PaymentEvent::CancelRejected { failure, .. }]
+            if failure.code == payment_domain::NOT_APPROVED
+    ));
+}
+
+#[test]
+fn a_reverted_confirmation_with_a_refund_waiting_ends_the_order() {
+    let waiting = when(&given(PaymentStatus::InProgress), &request(1, None));
+    let (ended, events) = execute(Some(&waiting), &revert()).unwrap();
+    assert_eq!(ended.status(), PaymentStatus::Aborted);
+    assert_eq!(
+        ended.failure().unwrap().code,
+        payment_domain::ORDER_CANCELED
+    );
+    assert_eq!(events.len(), 2);
+}
+
+#[test]
+fn an_escalated_cancel_keeps_its_reservation_until_answered() {
+    let requested = when(&given(PaymentStatus::Done), &request(1, Some(5_000)));
+    let escalated = when(&requested, &escalate(1));
+    assert!(escalated.pending_cancels()[0].escalated);
+    assert_eq!(escalated.cancelable(), krw(AMOUNT - 5_000));
+    assert_eq!(
+        decide(Some(&escalated), &escalate(1)),
+        Err(PaymentError::CancelAlreadyEscalated(
+            TransactionId::from_uuid(uuid::Uuid::from_u128(1))
+        ))
+    );
+    assert_eq!(
+        decide(Some(&given(PaymentStatus::Done)), &escalate(1)),
+        Err(PaymentError::UnknownCancel(TransactionId::from_uuid(
+            uuid::Uuid::from_u128(1)
+        )))
+    );
+    let answered = when(&escalated, &confirm_cancel(1));
+    assert_eq!(answered.status(), PaymentStatus::PartialCanceled);
+    assert!(answered.pending_cancels().is_empty());
 }
 
 // ---- rules inside legal transitions ---------------------------------------
@@ -449,10 +582,15 @@ illegal! {
     expired_cannot_expire_again: Expired + expire();
     expired_cannot_be_canceled: Expired + cancel(None);
     ready_cannot_request_a_cancel: Ready + request(1, None);
-    in_progress_cannot_request_a_cancel: InProgress + request(1, None);
     canceled_cannot_request_a_cancel: Canceled + request(1, None);
     aborted_cannot_request_a_cancel: Aborted + request(1, None);
     expired_cannot_request_a_cancel: Expired + request(1, None);
+    done_cannot_be_reverted: Done + revert();
+    ready_cannot_be_reverted: Ready + revert();
+    aborted_cannot_be_reverted: Aborted + revert();
+    in_progress_records_no_widget_failure: InProgress + record_attempt_failure();
+    done_records_no_widget_failure: Done + record_attempt_failure();
+    expired_records_no_widget_failure: Expired + record_attempt_failure();
 }
 
 macro_rules! already_exists {
@@ -503,8 +641,11 @@ fn the_transition_table_is_exactly_the_documented_one() {
         (Ready, "start confirming"),
         (Ready, "abort"),
         (Ready, "expire"),
+        (Ready, "record a failed attempt on"),
         (InProgress, "approve"),
         (InProgress, "abort"),
+        (InProgress, "revert a confirmation of"),
+        (InProgress, "cancel"),
         (Done, "cancel"),
         (PartialCanceled, "cancel"),
     ];
@@ -516,9 +657,14 @@ fn the_transition_table_is_exactly_the_documented_one() {
             expire(),
             cancel(None),
             request(1, None),
+            revert(),
+            record_attempt_failure(),
         ] {
             let allowed = decide(Some(&given(status)), &command).is_ok();
-            let documented = legal.contains(&(status, command.action()));
+            // `cancel` names both a PG-side cancel and a reservation; only the
+            // reservation may wait for an approval.
+            let documented = legal.contains(&(status, command.action()))
+                && !(status == InProgress && matches!(command, PaymentCommand::Cancel { .. }));
             assert_eq!(allowed, documented, "{status} + {}", command.action());
         }
     }
@@ -536,6 +682,9 @@ enum Op {
     Request { id: u8, won: Option<i64> },
     Confirm { id: u8 },
     Reject { id: u8 },
+    Escalate { id: u8 },
+    Revert,
+    AttemptFailed,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -550,6 +699,9 @@ fn op() -> impl Strategy<Value = Op> {
         (0_u8..4, proptest::option::of(0_i64..6_000)).prop_map(|(id, won)| Op::Request { id, won }),
         (0_u8..4).prop_map(|id| Op::Confirm { id }),
         (0_u8..4).prop_map(|id| Op::Reject { id }),
+        (0_u8..4).prop_map(|id| Op::Escalate { id }),
+        Just(Op::Revert),
+        Just(Op::AttemptFailed),
     ]
 }
 
@@ -576,6 +728,9 @@ fn command_for(op: &Op, amount: i64) -> PaymentCommand {
         Op::Request { id, won } => request(u128::from(*id), *won),
         Op::Confirm { id } => confirm_cancel(u128::from(*id)),
         Op::Reject { id } => reject_cancel(u128::from(*id)),
+        Op::Escalate { id } => escalate(u128::from(*id)),
+        Op::Revert => revert(),
+        Op::AttemptFailed => record_attempt_failure(),
     }
 }
 
