@@ -228,8 +228,9 @@ db_alive() { db_root -N -e 'SELECT 1' >/dev/null 2>&1; }
 mariadb_up() {
     local pid i mariadbd
     local -a user_arg=()
-    command -v mariadb-install-db >/dev/null 2>&1 && command -v mariadb >/dev/null 2>&1 ||
+    if ! command -v mariadb-install-db >/dev/null 2>&1 || ! command -v mariadb >/dev/null 2>&1; then
         apt_install mariadb-server mariadb-client
+    fi
     mariadbd="$(command -v mariadbd || echo /usr/sbin/mariadbd)"
     if [[ $EUID -eq 0 ]]; then user_arg=(--user=root); fi
     mkdir -p "$DB_DIR"
@@ -396,7 +397,7 @@ up)
     connect_up
     env_lines >"$DBZ/env.tmp"
     mv -f "$DBZ/env.tmp" "$DBZ/env"
-    log "ready; environment in .stack/debezium/env (source it after .stack/env)"
+    log "ready in ${SECONDS}s; environment in .stack/debezium/env (source it after .stack/env)"
     ;;
 down)
     lock
