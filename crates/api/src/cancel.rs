@@ -17,8 +17,7 @@ use payment_application::{
     Cancel, CancelError, CancelPayment, Canceled, Causation, IdempotencyKeys, KeyClaim,
     PaymentGateway, PaymentRepository,
 };
-use payment_domain::{PaymentError, PaymentId};
-use rust_decimal::Decimal;
+use payment_domain::{amount_from_json, PaymentError, PaymentId};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -54,7 +53,7 @@ pub(crate) struct CancelBody {
     #[schema(example = "customer changed their mind")]
     cancel_reason: Option<String>,
     /// How much to give back; absent: everything still cancelable.
-    #[schema(value_type = Option<f64>, example = 1000)]
+    #[schema(value_type = Option<crate::view::AmountInput>, example = 1000)]
     cancel_amount: Option<Value>,
 }
 
@@ -197,10 +196,9 @@ fn parse(raw_id: &str, key: &str, headers: &HeaderMap, body: &[u8]) -> Result<Ca
             }
             let amount = match cancel_amount {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::Number(n)) => Decimal::from_str(&n.to_string())
+                Some(value) => amount_from_json(&value)
                     .map(Some)
                     .map_err(|e| e.to_string()),
-                Some(other) => Err(format!("must be a number, got {other}")),
             }
             .map_err(|reason| {
                 errors.push(FieldError {

@@ -28,6 +28,8 @@ use crate::{cancel, health, problem, queries, view, widget};
     components(schemas(
         view::PaymentView,
         view::FailureView,
+        view::Amount,
+        view::AmountInput,
         problem::ProblemDoc,
         problem::FieldError,
         queries::EventView,
@@ -52,4 +54,83 @@ pub(crate) fn routes() -> Router {
             get(move || async move { axum::Json(json) }),
         )
         .merge(Scalar::with_url("/docs", document))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    fn document() -> Value {
+        serde_json::to_value(ApiDoc::openapi()).unwrap()
+    }
+
+    /// Every place in the document that mentions a float format.
+    fn floats(value: &Value, at: &str, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let here = format!("{at}/{key}");
+                    if key == "format" && matches!(child.as_str(), Some("double" | "float")) {
+                        found.push(here.clone());
+                    }
+                    floats(child, &here, found);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    floats(child, &format!("{at}/{i}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn no_amount_is_declared_a_float() {
+        let mut found = Vec::new();
+        floats(&document(), "", &mut found);
+        assert!(found.is_empty(), "float formats at {found:?}");
+    }
+
+    #[test]
+    fn amounts_are_exact_decimals_as_numbers_or_strings() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["PaymentView"]["properties"]["amount"]["$ref"],
+            "#/components/schemas/Amount"
+        );
+        assert_eq!(
+            schemas["TransactionView"]["properties"]["amount"]["$ref"],
+            "#/components/schemas/Amount"
+        );
+        let answered = &schemas["Amount"];
+        assert_eq!(answered["type"], "number");
+        assert_eq!(answered["minimum"], 0);
+        assert_eq!(answered["maximum"], 999_999_999_999_999_u64);
+
+        let accepted = &schemas["AmountInput"]["oneOf"];
+        assert_eq!(accepted[0]["type"], "number");
+        assert_eq!(accepted[0]["maximum"], 999_999_999_999_999_u64);
+        assert_eq!(accepted[1]["type"], "string");
+        let pattern = accepted[1]["pattern"].as_str().unwrap();
+        assert_eq!(pattern, r"^(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$");
+        // The confirm body and query, and the cancel body, take AmountInput.
+        let takes_amount_input = |schema: &Value| {
+            assert!(
+                schema
+                    .to_string()
+                    .contains("#/components/schemas/AmountInput"),
+                "{schema}"
+            );
+        };
+        takes_amount_input(&schemas["CancelBody"]["properties"]["cancelAmount"]);
+        takes_amount_input(&schemas["ConfirmParams"]["properties"]["amount"]);
+        let parameters = doc["paths"]["/payments/toss/success"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        takes_amount_input(parameters.iter().find(|p| p["name"] == "amount").unwrap());
+    }
 }

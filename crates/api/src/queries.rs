@@ -169,7 +169,7 @@ pub(crate) async fn events<R: PaymentRepository>(
 pub struct TransactionView {
     transaction_id: String,
     kind: &'static str,
-    #[schema(value_type = f64)]
+    #[schema(value_type = crate::view::Amount)]
     amount: Value,
     currency: &'static str,
     status: &'static str,

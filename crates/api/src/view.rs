@@ -1,9 +1,86 @@
-//! What the API shows of a payment.
+//! What the API shows of a payment, and the OpenAPI schemas of amounts.
+
+use std::borrow::Cow;
 
 use payment_application::integration::amount_json;
+use payment_domain::money::{MAX_AMOUNT_TEXT, MAX_SIGNIFICANT_DIGITS};
 use payment_domain::Payment;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+
+/// What [`payment_domain::parse_amount`] reads inside a string: a JSON
+/// number without a sign (a negative amount is refused anyway).
+const AMOUNT_PATTERN: &str = r"^(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$";
+
+const AMOUNT_RULES: &str = "Exact decimal (never read as a float). At most the currency's \
+decimals (KRW and JPY: 0, USD: 2) and 15 significant digits: up to 999999999999999 KRW/JPY, \
+9999999999999.99 USD.";
+
+/// The largest amount of any currency, in whole units (KRW's maximum).
+fn max_whole_units() -> usize {
+    10_usize.pow(MAX_SIGNIFICANT_DIGITS) - 1
+}
+
+fn amount_number() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .minimum(Some(0_usize))
+        .maximum(Some(max_whole_units()))
+}
+
+/// An amount the service answers with: a JSON number at the currency's scale
+/// (`15000`, `10.99`, `12.50`).
+#[derive(Debug)]
+pub struct Amount;
+
+impl utoipa::PartialSchema for Amount {
+    fn schema() -> RefOr<Schema> {
+        amount_number()
+            .description(Some(format!(
+                "A JSON number at the currency's scale. {AMOUNT_RULES}"
+            )))
+            .examples([Value::from(15_000)])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Amount {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Amount")
+    }
+}
+
+/// An amount the service accepts: a JSON number, or a string holding one
+/// (`15000`, `"10.99"`, `1.5e3`), read exactly by the one parser.
+#[derive(Debug)]
+pub struct AmountInput;
+
+impl utoipa::PartialSchema for AmountInput {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(amount_number())
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(AMOUNT_PATTERN))
+                    .min_length(Some(1))
+                    .max_length(Some(MAX_AMOUNT_TEXT)),
+            )
+            .description(Some(format!(
+                "A JSON number, or a string holding one. {AMOUNT_RULES}"
+            )))
+            .examples([Value::from(15_000)])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for AmountInput {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("AmountInput")
+    }
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -12,10 +89,10 @@ pub struct PaymentView {
     pub order_id: String,
     pub user_id: String,
     /// A JSON number at the currency's scale (whole won and yen).
-    #[schema(value_type = f64)]
+    #[schema(value_type = Amount)]
     pub amount: Value,
     /// What is still cancelable.
-    #[schema(value_type = f64)]
+    #[schema(value_type = Amount)]
     pub balance_amount: Value,
     pub currency: &'static str,
     pub status: &'static str,

@@ -1,7 +1,6 @@
 //! The Toss widget's HTTP surface: the success and fail redirects, the
 //! confirm API the front-end may call instead, and Toss's webhook.
 
-use std::str::FromStr as _;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -14,8 +13,7 @@ use payment_application::{
     AbortError, AbortFromWidget, Causation, Confirm, ConfirmError, ConfirmPayment, Confirmed,
     GatewayNotice, Noticed, PaymentGateway, PaymentRepository,
 };
-use payment_domain::{Failure, OrderId, Payment, PaymentKey};
-use rust_decimal::Decimal;
+use payment_domain::{amount_from_json, Failure, OrderId, Payment, PaymentKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::Span;
@@ -65,8 +63,8 @@ pub(crate) struct ConfirmParams {
     #[schema(example = "order-0001")]
     order_id: Option<String>,
     /// Must equal the order's amount, or the confirm is refused (`AMOUNT_MISMATCH`).
-    #[schema(value_type = Option<f64>, example = 15000)]
-    #[param(value_type = Option<f64>)]
+    #[schema(value_type = Option<crate::view::AmountInput>, example = 15000)]
+    #[param(value_type = Option<crate::view::AmountInput>)]
     amount: Option<Value>,
 }
 
@@ -81,11 +79,7 @@ fn parse_confirm(params: ConfirmParams, causation: Causation) -> Result<Confirm,
         .ok();
     let amount = match params.amount {
         None => Err("is required".to_owned()),
-        Some(Value::Number(n)) => Decimal::from_str(&n.to_string()).map_err(|e| e.to_string()),
-        Some(Value::String(s)) => {
-            Decimal::from_str(&s).map_err(|_| format!("{s:?} is not a number"))
-        }
-        Some(other) => Err(format!("must be a number, got {other}")),
+        Some(value) => amount_from_json(&value).map_err(|e| e.to_string()),
     }
     .and_then(|a| {
         if a.is_sign_negative() {

@@ -5,6 +5,8 @@
 //! contract (DESIGN.md §3). Field names are camelCase as the other services
 //! read them; amounts are JSON numbers at the currency's scale.
 
+use std::str::FromStr as _;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use payment_domain::{Money, Payment, PaymentStatus};
 use serde_json::{json, Value};
@@ -36,15 +38,18 @@ pub struct Causation {
     pub traceparent: Option<String>,
 }
 
-/// A JSON number for an amount: exact for every supported currency (whole
-/// won/yen are integers; dollars have two decimals).
+/// A JSON number for an amount, exact, at the currency's scale (`15000`
+/// won, `10.99` and `12.50` dollars): the decimal's own digits become the
+/// number (`serde_json`'s `arbitrary_precision`, enabled by the domain
+/// crate), never a float. Every amount fits 15 significant digits
+/// ([`payment_domain::money::MAX_SIGNIFICANT_DIGITS`]), so readers that parse
+/// numbers as doubles read it exactly too.
 #[must_use]
 pub fn amount_json(money: Money) -> Value {
-    let text = money.amount().normalize().to_string();
-    text.parse::<u64>()
-        .map(Value::from)
-        .or_else(|_| text.parse::<f64>().map(Value::from))
-        .unwrap_or(Value::String(text))
+    let text = money.amount().to_string();
+    // A Decimal always prints as a valid JSON number; the string is only the
+    // unreachable fallback, still exact.
+    serde_json::Number::from_str(&text).map_or(Value::String(text), Value::Number)
 }
 
 fn outbox_message(
@@ -237,6 +242,19 @@ mod tests {
         assert_eq!(amount_json(won).to_string(), "15000");
         let dollars = Money::new(Decimal::new(1099, 2), Currency::Usd).unwrap();
         assert_eq!(amount_json(dollars).to_string(), "10.99");
+    }
+
+    #[test]
+    fn amounts_keep_the_currency_scale_and_every_digit() {
+        // Through a float these would print 12.5 and lose the last digits.
+        let dollars = Money::new(Decimal::new(1250, 2), Currency::Usd).unwrap();
+        assert_eq!(amount_json(dollars).to_string(), "12.50");
+        let max = Money::new(Currency::Usd.max_amount(), Currency::Usd).unwrap();
+        assert_eq!(amount_json(max).to_string(), "9999999999999.99");
+        let won = Money::new(Currency::Krw.max_amount(), Currency::Krw).unwrap();
+        assert_eq!(amount_json(won).to_string(), "999999999999999");
+        let event = serde_json::to_string(&json!({ "amount": amount_json(dollars) })).unwrap();
+        assert_eq!(event, r#"{"amount":12.50}"#);
     }
 
     #[test]

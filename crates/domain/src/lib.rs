@@ -8,7 +8,7 @@ pub mod payment;
 pub mod transaction;
 
 pub use ids::{IdError, OrderId, PaymentId, PaymentKey, TransactionId, UserId};
-pub use money::{Currency, Money, MoneyError};
+pub use money::{amount_from_json, parse_amount, Currency, Money, MoneyError};
 pub use payment::{
     apply, decide, execute, Failure, Payment, PaymentCommand, PaymentError, PaymentEvent,
     PaymentStatus, PendingCancel, ReplayError,

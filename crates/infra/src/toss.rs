@@ -19,7 +19,6 @@ use payment_application::{
 use payment_domain::{Currency, Failure, Money, OrderId, PaymentKey};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::StatusCode;
-use rust_decimal::Decimal;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::json;
@@ -221,9 +220,26 @@ impl PaymentGateway for TossGateway {
     }
 }
 
-/// Amounts on Toss's wire: JSON numbers (whole won; dollars with cents).
+/// An amount as Toss reads it: a JSON number in the currency's own unit,
+/// written from the decimal's digits (never a float). Won and yen are
+/// integers (`15000`); other currencies (Toss's overseas payments, e.g. USD)
+/// carry their minor unit (`10.99`). Independent of our public event format
+/// on purpose: this is Toss's contract, not ours.
 fn wire_amount(amount: Money) -> serde_json::Value {
-    payment_application::integration::amount_json(amount)
+    let mut decimal = amount.amount();
+    decimal.rescale(amount.currency().minor_unit_scale());
+    let number = if decimal.scale() == 0 {
+        // Whole units at most 15 digits (Money's maximum): always an i64.
+        i64::try_from(decimal.mantissa())
+            .map(serde_json::Number::from)
+            .ok()
+    } else {
+        serde_json::Number::from_str(&decimal.to_string()).ok()
+    };
+    number.map_or_else(
+        || serde_json::Value::String(decimal.to_string()),
+        serde_json::Value::Number,
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,8 +257,8 @@ struct TossPayment {
     payment_key: String,
     order_id: String,
     status: String,
-    total_amount: serde_json::Number,
-    balance_amount: serde_json::Number,
+    total_amount: serde_json::Value,
+    balance_amount: serde_json::Value,
     currency: Option<String>,
     method: Option<String>,
     approved_at: Option<DateTime<FixedOffset>>,
@@ -254,7 +270,7 @@ struct TossPayment {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct TossCancel {
-    cancel_amount: serde_json::Number,
+    cancel_amount: serde_json::Value,
     transaction_key: Option<String>,
 }
 
@@ -265,11 +281,9 @@ fn parse_payment(body: &[u8]) -> anyhow::Result<GatewayPayment> {
         .as_deref()
         .map_or(Ok(Currency::Krw), Currency::from_str)
         .context("currency")?;
-    let money = |number: &serde_json::Number| -> anyhow::Result<Money> {
-        Ok(Money::new(
-            Decimal::from_str(&number.to_string())?,
-            currency,
-        )?)
+    // The one amount parser: exact, and Money's rules (scale, maximum).
+    let money = |value: &serde_json::Value| -> anyhow::Result<Money> {
+        Ok(Money::from_json(value, currency)?)
     };
     Ok(GatewayPayment {
         payment_key: PaymentKey::parse(payment.payment_key)?,
@@ -315,7 +329,39 @@ fn status(value: &str) -> anyhow::Result<GatewayStatus> {
 
 #[cfg(test)]
 mod tests {
+    use rust_decimal::Decimal;
+
     use super::*;
+
+    #[test]
+    fn toss_amounts_are_exact_numbers_in_the_currency_unit() {
+        let won = Money::new(Decimal::new(15_000, 0), Currency::Krw).unwrap();
+        assert_eq!(wire_amount(won).to_string(), "15000");
+        assert!(wire_amount(won).is_u64());
+        let yen = Money::new(Currency::Jpy.max_amount(), Currency::Jpy).unwrap();
+        assert_eq!(wire_amount(yen).to_string(), "999999999999999");
+        let dollars = Money::new(Decimal::new(1099, 2), Currency::Usd).unwrap();
+        assert_eq!(wire_amount(dollars).to_string(), "10.99");
+        let round = Money::new(Decimal::new(12, 0), Currency::Usd).unwrap();
+        assert_eq!(wire_amount(round).to_string(), "12.00");
+    }
+
+    #[test]
+    fn payment_amounts_are_read_exactly_and_checked() {
+        let body = |amount: &str| {
+            format!(
+                r#"{{"paymentKey":"tgen_1","orderId":"order-0001","status":"DONE","currency":"USD",
+                    "totalAmount":{amount},"balanceAmount":{amount}}}"#
+            )
+        };
+        let payment = parse_payment(body("12345678901.23").as_bytes()).unwrap();
+        assert_eq!(
+            payment.total_amount.amount(),
+            Decimal::new(1_234_567_890_123, 2)
+        );
+        assert!(parse_payment(body("10.999").as_bytes()).is_err());
+        assert!(parse_payment(body("10000000000000").as_bytes()).is_err());
+    }
 
     #[test]
     fn the_outcome_table() {

@@ -3,13 +3,11 @@
 //! cancel's idempotency key and is recorded in the inbox with the
 //! reservation, so a redelivery never refunds twice.
 
-use std::str::FromStr as _;
-
 use payment_application::{
     Cancel, CancelError, CancelPayment, Canceled, Causation, InboxEntry, PaymentGateway,
     PaymentRepository,
 };
-use payment_domain::OrderId;
+use payment_domain::{amount_from_json, OrderId};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Value;
@@ -50,13 +48,7 @@ pub fn decode(message: &Incoming) -> Result<RefundRequested, String> {
     let data = envelope.data;
     let amount = match &data.amount {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => {
-            Some(Decimal::from_str(&n.to_string()).map_err(|e| format!("amount: {e}"))?)
-        }
-        Some(Value::String(s)) => {
-            Some(Decimal::from_str(s).map_err(|e| format!("amount {s:?}: {e}"))?)
-        }
-        Some(other) => return Err(format!("amount must be a number, got {other}")),
+        Some(value) => Some(amount_from_json(value).map_err(|e| format!("amount: {e}"))?),
     };
     Ok(RefundRequested {
         message_id: envelope.id,
