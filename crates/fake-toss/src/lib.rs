@@ -92,8 +92,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+mod http;
 mod model;
-mod server;
+mod rules;
+mod state;
 
 /// How to start a [`FakeToss`].
 #[derive(Clone, PartialEq, Eq)]
@@ -285,7 +287,7 @@ pub struct RequestRecord {
 #[derive(Debug)]
 pub struct FakeToss {
     addr: SocketAddr,
-    shared: Arc<server::Shared>,
+    shared: Arc<state::Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -309,8 +311,8 @@ impl FakeToss {
             let _guard = runtime.enter();
             tokio::net::TcpListener::from_std(listener)?
         };
-        let shared = Arc::new(server::Shared::new(config.secret_key));
-        let app = server::router(Arc::clone(&shared));
+        let shared = Arc::new(state::Shared::new(config.secret_key));
+        let app = http::router(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = runtime.spawn(async move {
             let shutdown = async move {

@@ -1,93 +1,27 @@
-//! The HTTP side: shared state, the Toss routes, the idempotency store and
-//! the test-control routes.
+//! Toss's rules, as the fake plays them: who may call (Basic auth with the
+//! secret key), what a confirm or cancel body must hold, what a payment in
+//! each state allows, Toss's error codes and messages, and how the current
+//! [`Scenario`] bends an answer. Works on [`Shared`]'s state; knows nothing
+//! of routing.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::http::Reply;
 use crate::model::{ErrorBody, Payment, Status};
-use crate::{Calls, RequestRecord, Scenario};
+use crate::state::Shared;
+use crate::Scenario;
 
-/// Toss keeps idempotency keys for 15 days.
-const IDEMPOTENCY_TTL: Duration = Duration::from_secs(15 * 24 * 60 * 60);
 /// Toss's limit on an idempotency key's length.
 const IDEMPOTENCY_KEY_MAX: usize = 300;
 
-pub(crate) type Observer = Arc<dyn Fn(&RequestRecord) + Send + Sync>;
-
-/// State shared by the handle ([`crate::FakeToss`]) and the handlers.
-pub(crate) struct Shared {
-    secret_key: String,
-    inner: Mutex<Inner>,
-    observer: Mutex<Option<Observer>>,
-}
-
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    scenario: Scenario,
-    payments: HashMap<String, Payment>,
-    next_seq: u64,
-    idempotency: HashMap<(String, String), Stored>,
-    calls: Calls,
-}
-
-#[derive(Debug)]
-enum Stored {
-    /// The first request with this key has not been answered yet.
-    InFlight,
-    /// Its answer, replayed to every later request with the key.
-    Answered { at: Instant, reply: Reply },
-}
-
-/// An answer: status and exact body bytes (always JSON).
-#[derive(Debug, Clone)]
-pub(crate) struct Reply {
-    status: StatusCode,
-    body: Bytes,
-}
-
+/// Toss's own error answers.
 impl Reply {
-    fn json(status: StatusCode, value: &impl serde::Serialize) -> Self {
-        match serde_json::to_vec(value) {
-            Ok(body) => Self {
-                status,
-                body: Bytes::from(body),
-            },
-            Err(e) => Self::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "FAILED_INTERNAL_SYSTEM_PROCESSING",
-                &format!("fake-toss could not encode its answer: {e}"),
-            ),
-        }
-    }
-
-    fn error(status: StatusCode, code: &str, message: &str) -> Self {
-        let body = serde_json::json!({ "code": code, "message": message });
-        Self {
-            status,
-            body: Bytes::from(body.to_string()),
-        }
-    }
-
-    fn invalid_request(detail: &str) -> Self {
+    pub(crate) fn invalid_request(detail: &str) -> Self {
         Self::error(
             StatusCode::BAD_REQUEST,
             "INVALID_REQUEST",
@@ -95,7 +29,7 @@ impl Reply {
         )
     }
 
-    fn server_error() -> Self {
+    pub(crate) fn server_error() -> Self {
         Self::error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "FAILED_INTERNAL_SYSTEM_PROCESSING",
@@ -103,23 +37,12 @@ impl Reply {
         )
     }
 
-    fn not_found_payment() -> Self {
+    pub(crate) fn not_found_payment() -> Self {
         Self::error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND_PAYMENT",
             "존재하지 않는 결제 정보 입니다.",
         )
-    }
-}
-
-impl IntoResponse for Reply {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-            self.body,
-        )
-            .into_response()
     }
 }
 
@@ -137,72 +60,14 @@ impl Refusal {
 
 /// The two POST operations of the Toss API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(crate) enum Op {
     Confirm,
     Cancel,
 }
 
 impl Shared {
-    pub(crate) fn new(secret_key: String) -> Self {
-        Self {
-            secret_key,
-            inner: Mutex::new(Inner::default()),
-            observer: Mutex::new(None),
-        }
-    }
-
-    /// Never held across an `.await`; a poisoned lock is still usable (the
-    /// state is plain data, always left consistent between statements).
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn set_scenario(&self, scenario: Scenario) {
-        self.lock().scenario = scenario;
-    }
-
-    pub(crate) fn scenario(&self) -> Scenario {
-        self.lock().scenario.clone()
-    }
-
-    pub(crate) fn calls(&self) -> Calls {
-        self.lock().calls.clone()
-    }
-
-    pub(crate) fn payment(&self, payment_key: &str) -> Option<Value> {
-        let inner = self.lock();
-        let payment = inner.payments.get(payment_key)?;
-        serde_json::to_value(payment).ok()
-    }
-
-    pub(crate) fn reset(&self) {
-        let mut inner = self.lock();
-        // In-flight keys stay: their requests will still record an answer.
-        inner
-            .idempotency
-            .retain(|_, stored| matches!(stored, Stored::InFlight));
-        inner.payments.clear();
-        inner.calls = Calls::default();
-        inner.scenario = Scenario::Approve;
-    }
-
-    pub(crate) fn set_observer(&self, observer: Observer) {
-        *self.observer.lock().unwrap_or_else(PoisonError::into_inner) = Some(observer);
-    }
-
-    fn observer(&self) -> Option<Observer> {
-        self.observer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn count(&self, f: impl FnOnce(&mut Calls)) {
-        f(&mut self.lock().calls);
-    }
-
     /// `Basic base64(secretKey + ":")`, or the refusal to answer.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Reply> {
+    pub(crate) fn authorize(&self, headers: &HeaderMap) -> Result<(), Reply> {
         let decoded = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -230,51 +95,13 @@ impl Shared {
         Err(refusal)
     }
 
-    /// Claims `key` on `route` for this request, or answers it from the store.
-    fn reserve(&self, route: &str, key: &str) -> Result<(), Reply> {
-        let mut inner = self.lock();
-        let slot = (route.to_owned(), key.to_owned());
-        match inner.idempotency.get(&slot) {
-            Some(Stored::InFlight) => {
-                inner.calls.idempotency_conflicts += 1;
-                Err(Reply::error(
-                    StatusCode::CONFLICT,
-                    "IDEMPOTENT_REQUEST_PROCESSING",
-                    "이전 멱등 요청이 처리중입니다.",
-                ))
-            }
-            Some(Stored::Answered { at, reply }) if at.elapsed() < IDEMPOTENCY_TTL => {
-                let reply = reply.clone();
-                inner.calls.idempotent_replays += 1;
-                Err(reply)
-            }
-            _ => {
-                inner.idempotency.insert(slot, Stored::InFlight);
-                Ok(())
-            }
-        }
-    }
-
-    /// Stores the answer for replay — except a 5xx, which frees the key: a
-    /// server error is no answer, and the client may retry under the same
-    /// key (the payment's own state still refuses a second approval).
-    fn settle_key(&self, route: String, key: String, reply: &Reply) {
-        let mut inner = self.lock();
-        if reply.status.is_server_error() {
-            inner.idempotency.remove(&(route, key));
-        } else {
-            inner.idempotency.insert(
-                (route, key),
-                Stored::Answered {
-                    at: Instant::now(),
-                    reply: reply.clone(),
-                },
-            );
-        }
-    }
-
     /// Runs `op` under `scenario`: the answer, and how long to hold it.
-    fn process(&self, op: Op, payment_key: &str, body: &[u8]) -> (Reply, Option<Duration>) {
+    pub(crate) fn process(
+        &self,
+        op: Op,
+        payment_key: &str,
+        body: &[u8],
+    ) -> (Reply, Option<Duration>) {
         let scenario = self.scenario();
         let run = |refusal: Option<&Refusal>| match op {
             Op::Confirm => self.confirm(body, refusal),
@@ -358,6 +185,12 @@ impl Shared {
         reply
     }
 
+    /// A cancel made in Toss's dashboard: the API's rules, without auth,
+    /// idempotency or scenario.
+    pub(crate) fn dashboard_cancel(&self, payment_key: &str, body: &[u8]) -> Reply {
+        self.cancel(payment_key, body, None, true)
+    }
+
     /// `POST /v1/payments/{paymentKey}/cancel` (after auth and idempotency)
     /// and the dashboard cancel.
     fn cancel(
@@ -415,7 +248,7 @@ impl Shared {
         reply
     }
 
-    fn lookup_by_key(&self, payment_key: &str) -> Reply {
+    pub(crate) fn lookup_by_key(&self, payment_key: &str) -> Reply {
         let inner = self.lock();
         inner
             .payments
@@ -423,7 +256,7 @@ impl Shared {
             .map_or_else(Reply::not_found_payment, |p| Reply::json(StatusCode::OK, p))
     }
 
-    fn lookup_by_order(&self, order_id: &str) -> Reply {
+    pub(crate) fn lookup_by_order(&self, order_id: &str) -> Reply {
         let inner = self.lock();
         inner
             .payments
@@ -516,7 +349,7 @@ fn valid_order_id(id: &str) -> bool {
 }
 
 /// The `Idempotency-Key` header: `Ok(None)` when absent.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Reply> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Reply> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -530,186 +363,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Reply> {
             "멱등키는 300자 이하여야 합니다.",
         )),
     }
-}
-
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let toss = Router::new()
-        .route("/v1/payments/confirm", post(confirm))
-        .route("/v1/payments/orders/{order_id}", get(lookup_by_order))
-        .route("/v1/payments/{payment_key}", get(lookup_by_key))
-        .route("/v1/payments/{payment_key}/cancel", post(cancel));
-    let control = Router::new()
-        .route("/__fake/health", get(|| async { "ok" }))
-        .route("/__fake/scenario", get(get_scenario).put(put_scenario))
-        .route("/__fake/calls", get(get_calls))
-        .route("/__fake/reset", post(reset))
-        .route(
-            "/__fake/payments/{payment_key}/cancel",
-            post(dashboard_cancel),
-        );
-    toss.merge(control)
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(Arc::clone(&shared), observe))
-        .with_state(shared)
-}
-
-/// One `tracing` event and one observer call per answered request.
-async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().to_string();
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
-    let record = RequestRecord {
-        method,
-        path,
-        status: response.status().as_u16(),
-        elapsed: started.elapsed(),
-    };
-    tracing::info!(
-        method = %record.method,
-        path = %record.path,
-        status = record.status,
-        elapsed_ms = record.elapsed.as_millis(),
-        "fake-toss request"
-    );
-    if let Some(observer) = shared.observer() {
-        observer(&record);
-    }
-    response
-}
-
-async fn confirm(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Reply {
-    shared.count(|c| c.confirm_requests += 1);
-    post_api(shared, Op::Confirm, String::new(), uri, &headers, body).await
-}
-
-async fn cancel(
-    State(shared): State<Arc<Shared>>,
-    Path(payment_key): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Reply {
-    shared.count(|c| c.cancel_requests += 1);
-    post_api(shared, Op::Cancel, payment_key, uri, &headers, body).await
-}
-
-/// Auth, then idempotency, then the work; the work is delayed (for
-/// [`Scenario::DelayThenProcess`]), the answer held (for [`Scenario::Delay`])
-/// and recorded on a task of its own, so a client that
-/// hangs up neither undoes the work nor leaves its key "in flight" forever.
-async fn post_api(
-    shared: Arc<Shared>,
-    op: Op,
-    payment_key: String,
-    uri: Uri,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Reply {
-    if let Err(refusal) = shared.authorize(headers) {
-        return refusal;
-    }
-    let key = match idempotency_key(headers) {
-        Ok(key) => key,
-        Err(reply) => return reply,
-    };
-    let route = uri.path().to_owned();
-    if let Some(key) = &key {
-        if let Err(reply) = shared.reserve(&route, key) {
-            return reply;
-        }
-    }
-    let stall = match shared.scenario() {
-        Scenario::DelayThenProcess { millis } => Some(Duration::from_millis(millis)),
-        _ => None,
-    };
-    let finish = async move {
-        if let Some(stall) = stall {
-            tokio::time::sleep(stall).await;
-        }
-        let (reply, hold) = shared.process(op, &payment_key, &body);
-        if let Some(hold) = hold {
-            tokio::time::sleep(hold).await;
-        }
-        if let Some(key) = key {
-            shared.settle_key(route, key, &reply);
-        }
-        reply
-    };
-    tokio::spawn(finish)
-        .await
-        .unwrap_or_else(|_| Reply::server_error())
-}
-
-async fn lookup_by_key(
-    State(shared): State<Arc<Shared>>,
-    Path(payment_key): Path<String>,
-    headers: HeaderMap,
-) -> Reply {
-    shared.count(|c| c.lookups += 1);
-    if let Err(refusal) = shared.authorize(&headers) {
-        return refusal;
-    }
-    shared.lookup_by_key(&payment_key)
-}
-
-async fn lookup_by_order(
-    State(shared): State<Arc<Shared>>,
-    Path(order_id): Path<String>,
-    headers: HeaderMap,
-) -> Reply {
-    shared.count(|c| c.lookups += 1);
-    if let Err(refusal) = shared.authorize(&headers) {
-        return refusal;
-    }
-    shared.lookup_by_order(&order_id)
-}
-
-async fn get_scenario(State(shared): State<Arc<Shared>>) -> Reply {
-    Reply::json(StatusCode::OK, &shared.scenario())
-}
-
-async fn put_scenario(State(shared): State<Arc<Shared>>, body: Bytes) -> Reply {
-    match serde_json::from_slice::<Scenario>(&body) {
-        Ok(Scenario::Decline { status, .. }) if !(400..=599).contains(&status) => {
-            Reply::invalid_request("a decline's status must be 400-599")
-        }
-        Ok(scenario) => {
-            shared.set_scenario(scenario.clone());
-            Reply::json(StatusCode::OK, &scenario)
-        }
-        Err(e) => Reply::invalid_request(&format!("not a scenario: {e}")),
-    }
-}
-
-async fn get_calls(State(shared): State<Arc<Shared>>) -> Reply {
-    Reply::json(StatusCode::OK, &shared.calls())
-}
-
-async fn reset(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.reset();
-    StatusCode::NO_CONTENT
-}
-
-async fn dashboard_cancel(
-    State(shared): State<Arc<Shared>>,
-    Path(payment_key): Path<String>,
-    body: Bytes,
-) -> Reply {
-    shared.cancel(&payment_key, &body, None, true)
-}
-
-async fn not_found() -> Reply {
-    Reply::error(
-        StatusCode::NOT_FOUND,
-        "NOT_FOUND",
-        "존재하지 않는 정보 입니다.",
-    )
 }
 
 #[cfg(test)]
