@@ -39,7 +39,7 @@ pub fn brokers() -> String {
 pub async fn spawn_app(database: &MySqlConnectOptions, overrides: serde_json::Value) -> TestApp {
     let figment = Figment::new()
         .merge(Env::prefixed("PAYMENT__").split("__"))
-        .merge(Serialized::defaults(serde_json::json!({
+        .merge(Serialized::defaults(figment_value(serde_json::json!({
             "http": { "addr": "127.0.0.1:0" },
             "database": { "url": database.to_url_lossy().to_string() },
             // Its own consumer group: a group shared by concurrently running
@@ -50,8 +50,8 @@ pub async fn spawn_app(database: &MySqlConnectOptions, overrides: serde_json::Va
                 "session_timeout_ms": 3000,
             },
             "gateway": "fake",
-        })))
-        .merge(Serialized::defaults(overrides));
+        }))))
+        .merge(Serialized::defaults(figment_value(overrides)));
     let config = Config::from_figment(figment).expect("test configuration");
     let app = Application::build(&config)
         .await
@@ -69,6 +69,33 @@ pub async fn spawn_app(database: &MySqlConnectOptions, overrides: serde_json::Va
             .expect("HTTP client"),
         shutdown,
         server,
+    }
+}
+
+/// `value` as figment's own value: with serde_json's `arbitrary_precision`
+/// (the domain reads amounts exactly), a JSON number serializes as a map
+/// outside serde_json, which figment would see instead of the number.
+fn figment_value(value: serde_json::Value) -> figment::value::Value {
+    use figment::value::{Dict, Empty, Tag, Value};
+    match value {
+        serde_json::Value::Null => Value::Empty(Tag::Default, Empty::None),
+        serde_json::Value::Bool(flag) => Value::from(flag),
+        serde_json::Value::Number(number) => number
+            .as_u64()
+            .map(Value::from)
+            .or_else(|| number.as_i64().map(Value::from))
+            .or_else(|| number.as_f64().map(Value::from))
+            .unwrap_or_else(|| Value::from(number.to_string())),
+        serde_json::Value::String(text) => Value::from(text),
+        serde_json::Value::Array(items) => {
+            Value::from(items.into_iter().map(figment_value).collect::<Vec<_>>())
+        }
+        serde_json::Value::Object(fields) => Value::from(
+            fields
+                .into_iter()
+                .map(|(key, value)| (key, figment_value(value)))
+                .collect::<Dict>(),
+        ),
     }
 }
 

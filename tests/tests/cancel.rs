@@ -396,3 +396,81 @@ async fn a_dashboard_cancel_arriving_by_webhook_is_reflected_once(
     assert_eq!(w.toss.calls().refunded_for("tgen_dash_1"), 10_000);
     w.app.stop().await.unwrap();
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_refund_message_is_recorded_in_the_inbox_with_its_reservation(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::Off, 5_000).await;
+    let payment_id = paid(&w, "order-refund-inbox", "tgen_refund_inbox", 6_000).await;
+    let event = json!({
+        "id": "refund-inbox-1", "source": "/order-service", "specversion": "1.0",
+        "type": "OrderRefundRequested", "subject": "order-refund-inbox",
+        "data": { "orderId": "order-refund-inbox", "refundAmount": 2_000, "reason": "returned" },
+    })
+    .to_string()
+    .into_bytes();
+    let topic = &w.topics.order_refund_requested;
+    let handled = |outcome: &'static str| {
+        let w = &w;
+        async move {
+            w.app
+                .counter(
+                    "kafka_messages_total",
+                    &[("topic", topic), ("outcome", outcome)],
+                )
+                .await
+        }
+    };
+    let producer = payment_e2e::kafka::producer();
+    payment_e2e::kafka::publish(&producer, topic, "order-refund-inbox", &event, &[]).await;
+    wait_status(
+        &w.pool,
+        "order-refund-inbox",
+        "PARTIAL_CANCELED",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // The inbox row was written by the commit that reserved the amount:
+    // the repository stamps both with that commit's time.
+    let recorded: Vec<(chrono::NaiveDateTime,)> = sqlx::query_as(
+        "SELECT processed_at FROM inbox WHERE consumer = ? AND message_id = 'refund-inbox-1'",
+    )
+    .bind(topic)
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded.len(), 1, "the refund message has its inbox record");
+    let reserved: chrono::NaiveDateTime = sqlx::query_scalar(
+        "SELECT occurred_at FROM payment_events WHERE payment_id = ? \
+         AND event_type = 'CancelRequested'",
+    )
+    .bind(&payment_id)
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded[0].0, reserved, "written with the reservation");
+
+    // Delivered again: recognised, nothing refunded twice.
+    payment_e2e::kafka::publish(&producer, topic, "order-refund-inbox", &event, &[]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while handled("duplicate_message").await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the redelivery was not handled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(handled("refunded").await, 1.0);
+    assert_eq!(w.toss.calls().refunded_for("tgen_refund_inbox"), 2_000);
+    assert_eq!(balance(&w, &payment_id).await, 4_000);
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE consumer = ?")
+        .bind(topic)
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    w.app.stop().await.unwrap();
+}

@@ -396,3 +396,60 @@ async fn a_database_outage_is_retried_without_loss_and_reported_by_readiness(
         .await
         .unwrap();
 }
+
+#[sqlx::test(migrations = false)]
+async fn values_the_database_refuses_are_dead_lettered_and_the_orders_behind_them_go_through(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let topics = TestTopics::create().await;
+    let app = spawn_app(&db, topics.config()).await;
+    let pool = pool_options.connect_with(db).await.unwrap();
+    let producer = kafka::producer();
+    let key = "same-partition";
+    // Each passes the decoder, and MariaDB refuses it on every attempt: an
+    // event id that is not ASCII (the inbox column is), and a trace header
+    // longer than the outbox column.
+    let not_ascii = order_placed("evt-주문-1", "order-refused-1", 1_000);
+    let long_trace = format!("00-{}-b7ad6b7169203331-01", "0".repeat(40));
+    let long_traced = order_placed("evt-refused-2", "order-refused-2", 2_000);
+    kafka::publish(&producer, &topics.order_placed, key, &not_ascii, &[]).await;
+    kafka::publish(
+        &producer,
+        &topics.order_placed,
+        key,
+        &long_traced,
+        &[("traceparent", &long_trace)],
+    )
+    .await;
+    for i in 1..=3 {
+        let good = order_placed(&format!("evt-after-{i}"), &format!("order-after-{i}"), 500);
+        kafka::publish(&producer, &topics.order_placed, key, &good, &[]).await;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while payments(&pool).await < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the orders behind the refused ones are stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dlq = kafka::read_until(
+        &format!("{}.dlq", topics.order_placed),
+        Duration::from_secs(30),
+        |seen| seen.len() >= 2,
+    )
+    .await;
+    let parked: HashSet<&[u8]> = dlq.iter().filter_map(|m| m.payload.as_deref()).collect();
+    assert_eq!(
+        parked,
+        HashSet::from([not_ascii.as_slice(), long_traced.as_slice()])
+    );
+    assert_eq!(
+        payments(&pool).await,
+        3,
+        "nothing of the refused ones written"
+    );
+    app.stop().await.unwrap();
+}

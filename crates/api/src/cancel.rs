@@ -14,15 +14,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use payment_application::{
-    Cancel, CancelError, CancelPayment, Canceled, Causation, IdempotencyKeys, KeyClaim,
-    PaymentGateway, PaymentRepository,
+    Cancel, CancelPayment, Canceled, Causation, IdempotencyKeys, KeyClaim, PaymentGateway,
+    PaymentRepository, Trigger,
 };
-use payment_domain::{amount_from_json, PaymentError, PaymentId};
+use payment_domain::{amount_from_json, PaymentId};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::problem::{FieldError, Problem};
+use crate::problem::{FieldError, Problem, ProblemCode};
 use crate::view::PaymentView;
 
 /// The cancel use case and the idempotency keys it is guarded by.
@@ -88,9 +88,7 @@ pub(crate) async fn cancel<R: PaymentRepository, G: PaymentGateway, K: Idempoten
         .filter(|k| (1..=255).contains(&k.len()))
     else {
         return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "IDEMPOTENCY_KEY_REQUIRED",
-            "An Idempotency-Key header is required",
+            ProblemCode::IdempotencyKeyRequired,
             "send a unique Idempotency-Key (1-255 characters) with every cancel",
         )
         .into_response();
@@ -102,26 +100,19 @@ pub(crate) async fn cancel<R: PaymentRepository, G: PaymentGateway, K: Idempoten
         Ok(KeyClaim::Replay { status, body }) => return replay(status, body),
         Ok(KeyClaim::InFlight) => {
             return Problem::new(
-                StatusCode::CONFLICT,
-                "IDEMPOTENCY_KEY_IN_USE",
-                "A request with this Idempotency-Key is still running",
+                ProblemCode::IdempotencyKeyInUse,
                 "retry once it has finished to get its answer",
             )
             .into_response();
         }
         Ok(KeyClaim::Mismatch) => {
             return Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "IDEMPOTENCY_KEY_REUSED",
-                "This Idempotency-Key was used for another request",
+                ProblemCode::IdempotencyKeyReused,
                 "use a new Idempotency-Key for a different cancel",
             )
             .into_response();
         }
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "idempotency key not claimed");
-            return Problem::unavailable().into_response();
-        }
+        Err(error) => return Problem::from(error).into_response(),
     }
 
     let (status, content) = run(&state.cancel, &raw_id, key, &headers, &body).await;
@@ -151,7 +142,6 @@ async fn run<R: PaymentRepository, G: PaymentGateway>(
         Ok(request) => request,
         Err(problem) => return render_problem(problem),
     };
-    let payment_id = request.payment_id;
     match cancel.handle(request).await {
         Ok(Canceled::Done(payment) | Canceled::Repeated(payment)) => {
             (StatusCode::OK, json_bytes(&PaymentView::from(&payment)))
@@ -160,7 +150,7 @@ async fn run<R: PaymentRepository, G: PaymentGateway>(
             StatusCode::ACCEPTED,
             json_bytes(&PaymentView::from(&payment)),
         ),
-        Err(error) => render_problem(problem_of(payment_id, error)),
+        Err(error) => render_problem(error.into()),
     }
 }
 
@@ -218,7 +208,7 @@ fn parse(raw_id: &str, key: &str, headers: &HeaderMap, body: &[u8]) -> Result<Ca
             amount,
             reason,
             request_key: Some(key.to_owned()),
-            inbox: None,
+            trigger: Trigger::Untracked,
             causation: Causation {
                 causation_id: headers
                     .get("x-request-id")
@@ -232,63 +222,6 @@ fn parse(raw_id: &str, key: &str, headers: &HeaderMap, body: &[u8]) -> Result<Ca
             },
         }),
         _ => Err(Problem::invalid(errors)),
-    }
-}
-
-fn problem_of(payment_id: PaymentId, error: CancelError) -> Problem {
-    match error {
-        CancelError::NotFound(_) => Problem::new(
-            StatusCode::NOT_FOUND,
-            "PAYMENT_NOT_FOUND",
-            "No such payment",
-            format!("payment {payment_id} does not exist"),
-        ),
-        CancelError::InvalidAmount(reason) => Problem::invalid(vec![FieldError {
-            field: "cancelAmount",
-            reason,
-        }]),
-        CancelError::Refused { payment, reason } => match reason {
-            PaymentError::NotCancelableAmount { requested, balance } => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "NOT_CANCELABLE_AMOUNT",
-                "The amount is above what can still be canceled",
-                format!("{requested} requested, {balance} cancelable"),
-            )
-            .with(
-                "cancelableAmount",
-                payment_application::integration::amount_json(balance),
-            ),
-            PaymentError::ZeroAmount => Problem::invalid(vec![FieldError {
-                field: "cancelAmount",
-                reason: "must be greater than zero (or nothing is left to cancel)".into(),
-            }]),
-            PaymentError::InvalidCancelReason => Problem::invalid(vec![FieldError {
-                field: "cancelReason",
-                reason: reason.to_string(),
-            }]),
-            PaymentError::Money(money) => Problem::invalid(vec![FieldError {
-                field: "cancelAmount",
-                reason: money.to_string(),
-            }]),
-            other => Problem::new(
-                StatusCode::CONFLICT,
-                "PAYMENT_NOT_CANCELABLE",
-                "The payment cannot be canceled",
-                other.to_string(),
-            )
-            .with("status", payment.status()),
-        },
-        CancelError::Declined { failure, .. } => Problem::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "CANCEL_DECLINED",
-            "The payment gateway refused the cancel",
-            failure.message,
-        )
-        .with("pgCode", failure.code),
-        CancelError::Store(error) => {
-            tracing::error!(%payment_id, error = format!("{error:#}"), "cancel failed");
-            Problem::unavailable()
-        }
     }
 }
 

@@ -9,12 +9,13 @@ mod openapi;
 mod problem;
 mod queries;
 mod view;
+mod webhook;
 mod widget;
 
 pub use cancel::CancelState;
 pub use openapi::ApiDoc;
 
-pub use problem::{FieldError, Problem};
+pub use problem::{FieldError, Problem, ProblemCode};
 pub use view::PaymentView;
 pub use widget::{WidgetRedirects, WidgetState};
 
@@ -23,7 +24,9 @@ use std::sync::Arc;
 use axum::http::HeaderName;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use payment_application::{HealthProbe, IdempotencyKeys, PaymentGateway, PaymentRepository};
+use payment_application::{
+    GatewayNotice, HealthProbe, IdempotencyKeys, PaymentGateway, PaymentQueries, PaymentRepository,
+};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -46,18 +49,26 @@ impl std::fmt::Debug for ApiState {
 }
 
 /// The whole HTTP surface.
-pub fn router<R: PaymentRepository + Clone, G: PaymentGateway, K: IdempotencyKeys>(
+pub fn router<R, Q, G, K>(
     ops: ApiState,
-    repository: R,
+    queries: Q,
     widget: WidgetState<R, G>,
     cancel: CancelState<R, G, K>,
-) -> Router {
+    notice: GatewayNotice<R, G>,
+) -> Router
+where
+    R: PaymentRepository,
+    Q: PaymentQueries + Clone,
+    G: PaymentGateway,
+    K: IdempotencyKeys,
+{
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(health::routes().with_state(ops))
         .merge(widget::routes(Arc::new(widget)))
-        .merge(queries::routes(repository))
+        .merge(queries::routes(queries))
         .merge(cancel::routes(cancel))
+        .merge(webhook::routes(notice))
         .merge(openapi::routes())
         .layer(axum::middleware::from_fn(observability::track_requests))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

@@ -6,7 +6,7 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable as _};
 
-use crate::{cancel, health, problem, queries, view, widget};
+use crate::{cancel, health, problem, queries, view, webhook, widget};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -15,7 +15,7 @@ use crate::{cancel, health, problem, queries, view, widget};
         widget::confirm_api,
         widget::success_redirect,
         widget::fail_redirect,
-        widget::webhook,
+        webhook::webhook,
         cancel::cancel,
         queries::payment,
         queries::by_order,

@@ -4,6 +4,11 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use payment_application::integration::amount_json;
+use payment_application::{
+    AbortError, CancelError, Classify, ConfirmError, NoticeError, StoreError,
+};
+use payment_domain::PaymentError;
 use serde_json::{json, Map, Value};
 
 /// One invalid input field and why.
@@ -35,6 +40,106 @@ impl FieldError {
     }
 }
 
+/// The stable machine code of every problem the API answers with; each
+/// has one HTTP status and one title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProblemCode {
+    /// 400: a field is missing or malformed; `errors` names each.
+    InvalidRequest,
+    /// 400: a cancel was sent without an `Idempotency-Key`.
+    IdempotencyKeyRequired,
+    /// 400: the widget's amount is not the order's (tampering); Toss was not called.
+    AmountMismatch,
+    /// 402: Toss declined the payment; `pgCode` is Toss's code.
+    PaymentDeclined,
+    /// 402: Toss refused the cancel; `pgCode` is Toss's code.
+    CancelDeclined,
+    /// 404: no such payment (or no payment for the order).
+    PaymentNotFound,
+    /// 409: another confirm of the payment is running.
+    PaymentInProgress,
+    /// 409: the payment cannot be confirmed in its state (`status`).
+    PaymentNotConfirmable,
+    /// 409: the payment cannot be canceled in its state (`status`).
+    PaymentNotCancelable,
+    /// 409: the first request with this `Idempotency-Key` is still running.
+    IdempotencyKeyInUse,
+    /// 422: the cancel asks more than is left (`cancelableAmount`); Toss was not called.
+    NotCancelableAmount,
+    /// 422: this `Idempotency-Key` was used for another request body.
+    IdempotencyKeyReused,
+    /// 500: the request cannot succeed as sent and the cause is ours (a
+    /// value the store refuses, an answer of Toss that contradicts ours);
+    /// logged for an operator.
+    InternalError,
+    /// 503: a dependency failed or was contended; retry later.
+    ServiceUnavailable,
+}
+
+impl ProblemCode {
+    #[must_use]
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidRequest | Self::IdempotencyKeyRequired | Self::AmountMismatch => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::PaymentDeclined | Self::CancelDeclined => StatusCode::PAYMENT_REQUIRED,
+            Self::PaymentNotFound => StatusCode::NOT_FOUND,
+            Self::PaymentInProgress
+            | Self::PaymentNotConfirmable
+            | Self::PaymentNotCancelable
+            | Self::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            Self::NotCancelableAmount | Self::IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    #[must_use]
+    pub const fn title(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "The request is invalid",
+            Self::IdempotencyKeyRequired => "An Idempotency-Key header is required",
+            Self::AmountMismatch => "The amount does not match the order",
+            Self::PaymentDeclined => "The payment was declined",
+            Self::CancelDeclined => "The payment gateway refused the cancel",
+            Self::PaymentNotFound => "No such payment",
+            Self::PaymentInProgress => "The payment is being confirmed",
+            Self::PaymentNotConfirmable => "The payment cannot be confirmed",
+            Self::PaymentNotCancelable => "The payment cannot be canceled",
+            Self::IdempotencyKeyInUse => "A request with this Idempotency-Key is still running",
+            Self::NotCancelableAmount => "The amount is above what can still be canceled",
+            Self::IdempotencyKeyReused => "This Idempotency-Key was used for another request",
+            Self::InternalError => "The request could not be completed",
+            Self::ServiceUnavailable => "The service cannot answer right now",
+        }
+    }
+
+    /// The code as it appears in bodies, redirects and metrics.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "INVALID_REQUEST",
+            Self::IdempotencyKeyRequired => "IDEMPOTENCY_KEY_REQUIRED",
+            Self::AmountMismatch => "AMOUNT_MISMATCH",
+            Self::PaymentDeclined => "PAYMENT_DECLINED",
+            Self::CancelDeclined => "CANCEL_DECLINED",
+            Self::PaymentNotFound => "PAYMENT_NOT_FOUND",
+            Self::PaymentInProgress => "PAYMENT_IN_PROGRESS",
+            Self::PaymentNotConfirmable => "PAYMENT_NOT_CONFIRMABLE",
+            Self::PaymentNotCancelable => "PAYMENT_NOT_CANCELABLE",
+            Self::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
+            Self::NotCancelableAmount => "NOT_CANCELABLE_AMOUNT",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::InternalError => "INTERNAL_ERROR",
+            Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+        }
+    }
+}
+
 /// The shape of every error body, for the OpenAPI document.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ProblemDoc {
@@ -43,8 +148,8 @@ pub struct ProblemDoc {
     pub problem_type: String,
     pub title: String,
     pub status: u16,
-    /// The stable machine code (e.g. `AMOUNT_MISMATCH`, `PAYMENT_NOT_FOUND`).
-    pub code: String,
+    /// The stable machine code.
+    pub code: ProblemCode,
     pub detail: String,
     /// For `INVALID_REQUEST`: which fields, and why.
     pub errors: Option<Vec<FieldError>>,
@@ -53,25 +158,16 @@ pub struct ProblemDoc {
 /// An error answer.
 #[derive(Debug, Clone)]
 pub struct Problem {
-    status: StatusCode,
-    code: &'static str,
-    title: &'static str,
+    code: ProblemCode,
     detail: String,
     extra: Map<String, Value>,
 }
 
 impl Problem {
     #[must_use]
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
         Self {
-            status,
             code,
-            title,
             detail: detail.into(),
             extra: Map::new(),
         }
@@ -92,24 +188,25 @@ impl Problem {
             .map(|e| format!("{}: {}", e.field, e.reason))
             .collect::<Vec<_>>()
             .join("; ");
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST",
-            "The request is invalid",
-            detail,
-        )
-        .with("errors", errors)
+        Self::new(ProblemCode::InvalidRequest, detail).with("errors", errors)
     }
 
-    /// 503: a dependency failed; the cause was logged by the caller.
+    /// A failure of ours, answered by its classification and logged once
+    /// here: 503 when a retry may help, 500 when it cannot.
     #[must_use]
-    pub fn unavailable() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SERVICE_UNAVAILABLE",
-            "The service cannot answer right now",
-            "Please retry later.",
-        )
+    pub fn failed<E: Classify + std::error::Error + Send + Sync + 'static>(error: E) -> Self {
+        let permanent = error.is_permanent();
+        let error = chain(&error);
+        if permanent {
+            tracing::error!(error, "request failed for good");
+            Self::new(
+                ProblemCode::InternalError,
+                "The request cannot be completed; it was logged for an operator.",
+            )
+        } else {
+            tracing::error!(error, "request failed; a retry may succeed");
+            Self::new(ProblemCode::ServiceUnavailable, "Please retry later.")
+        }
     }
 
     /// The problem document.
@@ -120,11 +217,11 @@ impl Problem {
             "type".into(),
             json!(format!(
                 "https://payment-service/problems/{}",
-                self.code.to_lowercase().replace('_', "-")
+                self.code.as_str().to_lowercase().replace('_', "-")
             )),
         );
-        body.insert("title".into(), json!(self.title));
-        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("title".into(), json!(self.code.title()));
+        body.insert("status".into(), json!(self.status().as_u16()));
         body.insert("code".into(), json!(self.code));
         body.insert("detail".into(), json!(self.detail));
         body.extend(self.extra.clone());
@@ -133,22 +230,129 @@ impl Problem {
 
     #[must_use]
     pub const fn status(&self) -> StatusCode {
-        self.status
+        self.code.status()
     }
 
     #[must_use]
     pub const fn code(&self) -> &'static str {
-        self.code
+        self.code.as_str()
     }
+}
+
+/// An error and its causes, `: `-separated.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body())).into_response();
+        let mut response = (self.status(), Json(self.body())).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
         response
+    }
+}
+
+/// The answers to each use case's errors: every status and code of the API
+/// is decided here.
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Self {
+        Self::failed(error)
+    }
+}
+
+impl From<ConfirmError> for Problem {
+    fn from(error: ConfirmError) -> Self {
+        match error {
+            ConfirmError::NotFound(order_id) => Self::new(
+                ProblemCode::PaymentNotFound,
+                format!("order {order_id} has no payment"),
+            ),
+            ConfirmError::AmountMismatch { .. } => Self::new(
+                ProblemCode::AmountMismatch,
+                "the amount differs from the order's amount; the payment was not confirmed",
+            ),
+            ConfirmError::InProgress(payment) => Self::new(
+                ProblemCode::PaymentInProgress,
+                "another confirmation of this payment is running; ask again shortly",
+            )
+            .with("paymentId", payment.id()),
+            ConfirmError::NotConfirmable(payment) => Self::new(
+                ProblemCode::PaymentNotConfirmable,
+                format!("the payment is {}", payment.status()),
+            )
+            .with("paymentId", payment.id())
+            .with("status", payment.status()),
+            other @ (ConfirmError::Contended(_) | ConfirmError::Store(_)) => Self::failed(other),
+        }
+    }
+}
+
+impl From<AbortError> for Problem {
+    fn from(error: AbortError) -> Self {
+        match error {
+            AbortError::NotFound(order_id) => Self::new(
+                ProblemCode::PaymentNotFound,
+                format!("order {order_id} has no payment"),
+            ),
+            other => Self::failed(other),
+        }
+    }
+}
+
+impl From<CancelError> for Problem {
+    fn from(error: CancelError) -> Self {
+        match error {
+            CancelError::NotFound(payment_id) => Self::new(
+                ProblemCode::PaymentNotFound,
+                format!("payment {payment_id} does not exist"),
+            ),
+            CancelError::InvalidAmount(reason) => Self::invalid(vec![FieldError {
+                field: "cancelAmount",
+                reason,
+            }]),
+            CancelError::Refused { payment, reason } => match reason {
+                PaymentError::NotCancelableAmount { requested, balance } => Self::new(
+                    ProblemCode::NotCancelableAmount,
+                    format!("{requested} requested, {balance} cancelable"),
+                )
+                .with("cancelableAmount", amount_json(balance)),
+                PaymentError::ZeroAmount => Self::invalid(vec![FieldError {
+                    field: "cancelAmount",
+                    reason: "must be greater than zero (or nothing is left to cancel)".into(),
+                }]),
+                PaymentError::InvalidCancelReason => Self::invalid(vec![FieldError {
+                    field: "cancelReason",
+                    reason: reason.to_string(),
+                }]),
+                PaymentError::Money(money) => Self::invalid(vec![FieldError {
+                    field: "cancelAmount",
+                    reason: money.to_string(),
+                }]),
+                other => Self::new(ProblemCode::PaymentNotCancelable, other.to_string())
+                    .with("status", payment.status()),
+            },
+            CancelError::Declined { failure, .. } => {
+                Self::new(ProblemCode::CancelDeclined, failure.message).with("pgCode", failure.code)
+            }
+            other @ (CancelError::Contradiction { .. }
+            | CancelError::Contended(_)
+            | CancelError::Store(_)) => Self::failed(other),
+        }
+    }
+}
+
+impl From<NoticeError> for Problem {
+    fn from(error: NoticeError) -> Self {
+        Self::failed(error)
     }
 }

@@ -5,21 +5,20 @@
 use std::str::FromStr as _;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use payment_application::integration::amount_json;
-use payment_application::{PaymentRepository, StoreError};
+use payment_application::PaymentQueries;
 use payment_domain::{OrderId, PaymentId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::problem::{FieldError, Problem};
+use crate::problem::{FieldError, Problem, ProblemCode};
 use crate::view::PaymentView;
 
-pub(crate) fn routes<R: PaymentRepository + Clone>(repository: R) -> Router {
+pub(crate) fn routes<R: PaymentQueries + Clone>(repository: R) -> Router {
     Router::new()
         .route("/api/v1/payments", get(by_order::<R>))
         .route("/api/v1/payments/{payment_id}", get(payment::<R>))
@@ -40,18 +39,11 @@ fn parse_id(raw: &str) -> Result<PaymentId, Problem> {
     })
 }
 
-fn not_found(id: impl std::fmt::Display) -> Problem {
+fn not_found(id: PaymentId) -> Problem {
     Problem::new(
-        StatusCode::NOT_FOUND,
-        "PAYMENT_NOT_FOUND",
-        "No such payment",
+        ProblemCode::PaymentNotFound,
         format!("payment {id} does not exist"),
     )
-}
-
-fn unavailable(error: &StoreError) -> Problem {
-    tracing::error!(error = format!("{error:#}"), "read failed");
-    Problem::unavailable()
 }
 
 /// A payment's current state.
@@ -65,7 +57,7 @@ fn unavailable(error: &StoreError) -> Problem {
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn payment<R: PaymentRepository>(
+pub(crate) async fn payment<R: PaymentQueries>(
     State(repository): State<R>,
     Path(raw): Path<String>,
 ) -> Response {
@@ -73,10 +65,10 @@ pub(crate) async fn payment<R: PaymentRepository>(
         Ok(id) => id,
         Err(problem) => return problem.into_response(),
     };
-    match repository.load(id).await {
+    match repository.payment(id).await {
         Ok(Some(payment)) => Json(PaymentView::from(&payment)).into_response(),
         Ok(None) => not_found(id).into_response(),
-        Err(error) => unavailable(&error).into_response(),
+        Err(error) => Problem::from(error).into_response(),
     }
 }
 
@@ -97,7 +89,7 @@ pub(crate) struct ByOrder {
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn by_order<R: PaymentRepository>(
+pub(crate) async fn by_order<R: PaymentQueries>(
     State(repository): State<R>,
     Query(query): Query<ByOrder>,
 ) -> Response {
@@ -107,7 +99,7 @@ pub(crate) async fn by_order<R: PaymentRepository>(
     };
     match repository.find_by_order(&order_id).await {
         Ok(found) => Json(found.iter().map(PaymentView::from).collect::<Vec<_>>()).into_response(),
-        Err(error) => unavailable(&error).into_response(),
+        Err(error) => Problem::from(error).into_response(),
     }
 }
 
@@ -134,7 +126,7 @@ pub struct EventView {
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn events<R: PaymentRepository>(
+pub(crate) async fn events<R: PaymentQueries>(
     State(repository): State<R>,
     Path(raw): Path<String>,
 ) -> Response {
@@ -159,7 +151,7 @@ pub(crate) async fn events<R: PaymentRepository>(
                 .collect();
             Json(views).into_response()
         }
-        Err(error) => unavailable(&error).into_response(),
+        Err(error) => Problem::from(error).into_response(),
     }
 }
 
@@ -190,7 +182,7 @@ pub struct TransactionView {
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn transactions<R: PaymentRepository>(
+pub(crate) async fn transactions<R: PaymentQueries>(
     State(repository): State<R>,
     Path(raw): Path<String>,
 ) -> Response {
@@ -198,10 +190,10 @@ pub(crate) async fn transactions<R: PaymentRepository>(
         Ok(id) => id,
         Err(problem) => return problem.into_response(),
     };
-    match repository.load(id).await {
+    match repository.payment(id).await {
         Ok(Some(_)) => {}
         Ok(None) => return not_found(id).into_response(),
-        Err(error) => return unavailable(&error).into_response(),
+        Err(error) => return Problem::from(error).into_response(),
     }
     match repository.transactions(id).await {
         Ok(found) => Json(
@@ -221,6 +213,6 @@ pub(crate) async fn transactions<R: PaymentRepository>(
                 .collect::<Vec<_>>(),
         )
         .into_response(),
-        Err(error) => unavailable(&error).into_response(),
+        Err(error) => Problem::from(error).into_response(),
     }
 }

@@ -1,5 +1,6 @@
-//! The Toss widget's HTTP surface: the success and fail redirects, the
-//! confirm API the front-end may call instead, and Toss's webhook.
+//! The Toss widget's HTTP surface: the success and fail redirects and the
+//! confirm API the front-end may call instead (Toss's webhook is in
+//! `webhook.rs`).
 
 use std::sync::Arc;
 
@@ -10,15 +11,15 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use payment_application::{
-    AbortError, AbortFromWidget, Causation, Confirm, ConfirmError, ConfirmPayment, Confirmed,
-    GatewayNotice, Noticed, PaymentGateway, PaymentRepository,
+    AbortFromWidget, Causation, Confirm, ConfirmError, ConfirmPayment, Confirmed, PaymentGateway,
+    PaymentRepository,
 };
 use payment_domain::{amount_from_json, Failure, OrderId, Payment, PaymentKey};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tracing::Span;
 
-use crate::problem::{FieldError, Problem};
+use crate::problem::{FieldError, Problem, ProblemCode};
 use crate::view::PaymentView;
 
 /// Where the browser goes after the widget flow; JSON is answered when unset
@@ -34,7 +35,6 @@ pub struct WidgetRedirects {
 pub struct WidgetState<R, G> {
     pub confirm: ConfirmPayment<R, G>,
     pub abort: AbortFromWidget<R>,
-    pub notice: GatewayNotice<R, G>,
     pub redirects: WidgetRedirects,
 }
 
@@ -45,7 +45,6 @@ pub(crate) fn routes<R: PaymentRepository, G: PaymentGateway>(state: Shared<R, G
         .route("/api/v1/payments/confirm", post(confirm_api::<R, G>))
         .route("/payments/toss/success", get(success_redirect::<R, G>))
         .route("/payments/toss/fail", get(fail_redirect::<R, G>))
-        .route("/webhooks/toss", post(webhook::<R, G>))
         .with_state(state)
 }
 
@@ -157,54 +156,17 @@ async fn run_confirm<R: PaymentRepository, G: PaymentGateway>(
                 message: String::new(),
             });
             ConfirmAnswer::Failed(
-                Problem::new(
-                    StatusCode::PAYMENT_REQUIRED,
-                    "PAYMENT_DECLINED",
-                    "The payment was declined",
-                    failure.message,
-                )
-                .with("paymentId", payment.id())
-                .with("pgCode", failure.code),
+                Problem::new(ProblemCode::PaymentDeclined, failure.message)
+                    .with("paymentId", payment.id())
+                    .with("pgCode", failure.code),
             )
         }
-        Err(ConfirmError::NotFound(_)) => ConfirmAnswer::Failed(Problem::new(
-            StatusCode::NOT_FOUND,
-            "PAYMENT_NOT_FOUND",
-            "No payment for this order",
-            format!("order {order_id} has no payment"),
-        )),
-        Err(ConfirmError::AmountMismatch { expected, claimed }) => {
-            metrics::counter!("payment_amount_tampering_total").increment(1);
-            tracing::warn!(%order_id, %expected, %claimed, "confirm refused: amount does not match the order (tampering?)");
-            ConfirmAnswer::Failed(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "AMOUNT_MISMATCH",
-                "The amount does not match the order",
-                "the amount differs from the order's amount; the payment was not confirmed",
-            ))
-        }
-        Err(ConfirmError::InProgress(payment)) => ConfirmAnswer::Failed(
-            Problem::new(
-                StatusCode::CONFLICT,
-                "PAYMENT_IN_PROGRESS",
-                "The payment is being confirmed",
-                "another confirmation of this payment is running; ask again shortly",
-            )
-            .with("paymentId", payment.id()),
-        ),
-        Err(ConfirmError::NotConfirmable(payment)) => ConfirmAnswer::Failed(
-            Problem::new(
-                StatusCode::CONFLICT,
-                "PAYMENT_NOT_CONFIRMABLE",
-                "The payment cannot be confirmed",
-                format!("the payment is {}", payment.status()),
-            )
-            .with("paymentId", payment.id())
-            .with("status", payment.status()),
-        ),
-        Err(ConfirmError::Store(error)) => {
-            tracing::error!(%order_id, error = format!("{error:#}"), "confirm failed");
-            ConfirmAnswer::Failed(Problem::unavailable())
+        Err(error) => {
+            if let ConfirmError::AmountMismatch { expected, claimed } = &error {
+                metrics::counter!("payment_amount_tampering_total").increment(1);
+                tracing::warn!(%order_id, %expected, %claimed, "confirm refused: amount does not match the order (tampering?)");
+            }
+            ConfirmAnswer::Failed(error.into())
         }
     };
     let outcome = match &answer {
@@ -360,96 +322,6 @@ async fn fail_redirect<R: PaymentRepository, G: PaymentGateway>(
             }
             _ => Json(PaymentView::from(&payment)).into_response(),
         },
-        Err(AbortError::NotFound(_)) => Problem::new(
-            StatusCode::NOT_FOUND,
-            "PAYMENT_NOT_FOUND",
-            "No payment for this order",
-            format!("order {order_id} has no payment"),
-        )
-        .into_response(),
-        Err(AbortError::Store(error)) => {
-            tracing::error!(%order_id, error = format!("{error:#}"), "widget fail redirect not recorded");
-            Problem::unavailable().into_response()
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WebhookBody {
-    event_type: String,
-    #[serde(default)]
-    data: Value,
-}
-
-/// `POST /webhooks/toss`. The body is unsigned: only the payment key is
-/// taken from it; the payment is re-fetched from Toss before anything
-/// changes. Unknown payments are acknowledged; a failed lookup answers 503
-/// so Toss sends the notice again.
-#[utoipa::path(
-    post, path = "/webhooks/toss", tag = "widget", request_body(content = Object, description = "Toss's webhook body (`eventType`, `data.paymentKey`, …)"),
-    responses(
-        (status = 200, description = "Acknowledged: `status` is the outcome (DONE, ABORTED, UNCHANGED, UNKNOWN_PAYMENT, IGNORED)"),
-        (status = 400, description = "`INVALID_REQUEST`: not a Toss webhook", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "`SERVICE_UNAVAILABLE`: Toss could not be asked; Toss retries", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-    )
-)]
-#[tracing::instrument(name = "toss_webhook", skip_all, fields(event_type, payment_id))]
-async fn webhook<R: PaymentRepository, G: PaymentGateway>(
-    State(state): State<Shared<R, G>>,
-    body: Result<Json<WebhookBody>, JsonRejection>,
-) -> Response {
-    let Ok(Json(body)) = body else {
-        return Problem::invalid(vec![FieldError {
-            field: "body",
-            reason: "not a Toss webhook".into(),
-        }])
-        .into_response();
-    };
-    Span::current().record("event_type", body.event_type.as_str());
-    let key = body
-        .data
-        .get("paymentKey")
-        .and_then(Value::as_str)
-        .map(PaymentKey::parse);
-    let key = match (body.event_type.as_str(), key) {
-        ("PAYMENT_STATUS_CHANGED", Some(Ok(key))) => key,
-        ("PAYMENT_STATUS_CHANGED", _) => {
-            return Problem::invalid(vec![FieldError {
-                field: "data.paymentKey",
-                reason: "is required".into(),
-            }])
-            .into_response();
-        }
-        (other, _) => {
-            tracing::info!(event_type = other, "webhook acknowledged without action");
-            return Json(json!({ "status": "IGNORED" })).into_response();
-        }
-    };
-    let notice_id = format!(
-        "toss-webhook:{key}:{}",
-        body.data
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("-")
-    );
-    match state.notice.handle(&key, &notice_id).await {
-        Ok(Noticed::UnknownPayment) => {
-            tracing::warn!(payment_key = %key, "webhook for a payment we do not know; acknowledged");
-            Json(json!({ "status": "UNKNOWN_PAYMENT" })).into_response()
-        }
-        Ok(Noticed::NothingToDo(id)) => {
-            Span::current().record("payment_id", id.to_string());
-            Json(json!({ "status": "UNCHANGED", "paymentId": id })).into_response()
-        }
-        Ok(Noticed::Settled(id, status)) => {
-            Span::current().record("payment_id", id.to_string());
-            tracing::info!(payment_id = %id, %status, "payment settled by webhook");
-            Json(json!({ "status": status.as_str(), "paymentId": id })).into_response()
-        }
-        Err(error) => {
-            tracing::error!(payment_key = %key, error = format!("{error:#}"), "webhook not processed; Toss will retry");
-            Problem::unavailable().into_response()
-        }
+        Err(error) => Problem::from(error).into_response(),
     }
 }

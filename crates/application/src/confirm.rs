@@ -17,16 +17,17 @@
 //! PG. Dies half-way? The payment stays IN_PROGRESS with its transaction, and
 //! the reconciler finishes it with the same idempotency key.
 
-use chrono::Utc;
 use payment_domain::{
-    execute, Failure, Money, OrderId, Payment, PaymentCommand, PaymentError, PaymentKey,
-    PaymentStatus, PaymentTransaction, TransactionKind,
+    Failure, Money, OrderId, Payment, PaymentCommand, PaymentError, PaymentKey, PaymentStatus,
+    PaymentTransaction, TransactionKind,
 };
 use rust_decimal::Decimal;
 
+use crate::error::{Classify, Contended};
 use crate::gateway::{ConfirmRequest, GatewayOutcome, PaymentGateway};
 use crate::integration::{self, Causation, Topics};
-use crate::ports::{Append, Commit, PaymentRepository, StoreError};
+use crate::ports::{PaymentRef, PaymentRepository, StoreError};
+use crate::runner::{run, Change, Decision, Ran, Trigger};
 use crate::settle::{settle_approval, Resolution, SettleError};
 
 /// The widget's success redirect, as received.
@@ -64,10 +65,22 @@ pub enum ConfirmError {
     #[error("a payment that is {} cannot be confirmed", .0.status())]
     NotConfirmable(Box<Payment>),
     #[error(transparent)]
+    Contended(#[from] Contended),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-const ATTEMPTS: usize = 3;
+impl Classify for ConfirmError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Contended(error) => error.is_permanent(),
+            Self::Store(error) => error.is_permanent(),
+            // Asking again later may find the other confirm finished.
+            Self::InProgress(_) => false,
+            Self::NotFound(_) | Self::AmountMismatch { .. } | Self::NotConfirmable(_) => true,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ConfirmPayment<R, G> {
@@ -90,66 +103,65 @@ impl<R: PaymentRepository, G: PaymentGateway> ConfirmPayment<R, G> {
     /// # Errors
     /// [`ConfirmError`].
     pub async fn handle(&self, request: Confirm) -> Result<Confirmed, ConfirmError> {
-        for _ in 0..ATTEMPTS {
-            let payment = self
-                .repository
-                .find_by_order(&request.order_id)
-                .await?
-                .ok_or_else(|| ConfirmError::NotFound(request.order_id.clone()))?;
-            let claimed = Money::new(request.amount, payment.amount().currency())
-                .ok()
-                .filter(|claimed| *claimed == payment.amount())
-                .ok_or(ConfirmError::AmountMismatch {
-                    expected: payment.amount(),
-                    claimed: request.amount,
-                })?;
-            let same_key = payment.payment_key() == Some(&request.payment_key);
-            match payment.status() {
-                PaymentStatus::Ready => {}
-                PaymentStatus::Done | PaymentStatus::PartialCanceled | PaymentStatus::Canceled
-                    if same_key =>
-                {
-                    return Ok(Confirmed::Done(payment));
+        let which = PaymentRef::Order(request.order_id.clone());
+        let ran = run(
+            &self.repository,
+            &which,
+            &Trigger::Untracked,
+            |loaded, now| -> Result<_, ConfirmError> {
+                let payment = &loaded
+                    .ok_or_else(|| ConfirmError::NotFound(request.order_id.clone()))?
+                    .payment;
+                let claimed = Money::new(request.amount, payment.amount().currency())
+                    .ok()
+                    .filter(|claimed| *claimed == payment.amount())
+                    .ok_or(ConfirmError::AmountMismatch {
+                        expected: payment.amount(),
+                        claimed: request.amount,
+                    })?;
+                let same_key = payment.payment_key() == Some(&request.payment_key);
+                match payment.status() {
+                    PaymentStatus::Ready => {}
+                    PaymentStatus::Done
+                    | PaymentStatus::PartialCanceled
+                    | PaymentStatus::Canceled
+                        if same_key =>
+                    {
+                        return Ok(Decision::Answer(payment.clone()));
+                    }
+                    PaymentStatus::InProgress if same_key => {
+                        return Err(ConfirmError::InProgress(Box::new(payment.clone())))
+                    }
+                    _ => return Err(ConfirmError::NotConfirmable(Box::new(payment.clone()))),
                 }
-                PaymentStatus::InProgress if same_key => {
-                    return Err(ConfirmError::InProgress(Box::new(payment)))
-                }
-                _ => return Err(ConfirmError::NotConfirmable(Box::new(payment))),
-            }
-
-            let now = Utc::now();
-            let transaction =
-                PaymentTransaction::request(payment.id(), TransactionKind::Approval, claimed, now);
-            let (started, events) = execute(
-                Some(&payment),
-                &PaymentCommand::StartConfirmation {
-                    payment_key: request.payment_key.clone(),
-                    amount: claimed,
-                    transaction_id: transaction.id(),
-                },
-            )
-            .map_err(|_| ConfirmError::NotConfirmable(Box::new(payment.clone())))?;
-            let commit = Commit {
-                append: Some(Append {
-                    expected_version: payment.version(),
-                    events,
-                    state: started.clone(),
-                    occurred_at: now,
-                }),
-                transactions: vec![transaction.clone()],
-                ..Commit::default()
-            };
-            match self.repository.commit(commit).await {
-                Ok(()) => return Ok(self.call_gateway(started, &transaction, &request).await),
-                // Another confirm got there first: look again.
-                Err(StoreError::Conflict { .. }) => {}
-                Err(error) => return Err(error.into()),
+                let transaction = PaymentTransaction::request(
+                    payment.id(),
+                    TransactionKind::Approval,
+                    claimed,
+                    now,
+                );
+                let change = Change::decide(
+                    Some(payment),
+                    &PaymentCommand::StartConfirmation {
+                        payment_key: request.payment_key.clone(),
+                        amount: claimed,
+                        transaction_id: transaction.id(),
+                    },
+                )
+                .map_err(|_| ConfirmError::NotConfirmable(Box::new(payment.clone())))?;
+                Ok(Decision::Record(
+                    change.record(transaction.clone()),
+                    transaction,
+                ))
+            },
+        )
+        .await?;
+        match ran {
+            Ran::Answered(done) => Ok(Confirmed::Done(done)),
+            Ran::Recorded(started, transaction) => {
+                Ok(self.call_gateway(started, &transaction, &request).await)
             }
         }
-        Err(
-            StoreError::Unexpected(anyhow::anyhow!("order {} kept changing", request.order_id))
-                .into(),
-        )
     }
 
     async fn call_gateway(
@@ -225,8 +237,24 @@ pub struct AbortFromWidget<R> {
 pub enum AbortError {
     #[error("no payment for order {0}")]
     NotFound(OrderId),
+    /// The domain refused the abort for another reason than the payment's
+    /// state: a decision its own rules cannot replay (a bug).
+    #[error(transparent)]
+    Refused(PaymentError),
+    #[error(transparent)]
+    Contended(#[from] Contended),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl Classify for AbortError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::NotFound(_) | Self::Refused(_) => true,
+            Self::Contended(error) => error.is_permanent(),
+            Self::Store(error) => error.is_permanent(),
+        }
+    }
 }
 
 impl<R: PaymentRepository> AbortFromWidget<R> {
@@ -245,118 +273,56 @@ impl<R: PaymentRepository> AbortFromWidget<R> {
         failure: Failure,
         causation: &Causation,
     ) -> Result<Payment, AbortError> {
-        for _ in 0..ATTEMPTS {
-            let payment = self
-                .repository
-                .find_by_order(order_id)
-                .await?
-                .ok_or_else(|| AbortError::NotFound(order_id.clone()))?;
-            let (aborted, events) = match execute(
-                Some(&payment),
-                &PaymentCommand::Abort {
+        let which = PaymentRef::Order(order_id.clone());
+        let ran = run(
+            &self.repository,
+            &which,
+            &Trigger::Untracked,
+            |loaded, now| -> Result<_, AbortError> {
+                let payment = &loaded
+                    .ok_or_else(|| AbortError::NotFound(order_id.clone()))?
+                    .payment;
+                let command = PaymentCommand::Abort {
                     failure: failure.clone(),
-                },
-            ) {
-                Ok(decided) if payment.status() == PaymentStatus::Ready => decided,
-                Ok(_) | Err(PaymentError::InvalidTransition { .. }) => return Ok(payment),
-                Err(other) => return Err(StoreError::Unexpected(anyhow::Error::new(other)).into()),
-            };
-            let now = Utc::now();
-            let commit = Commit {
-                append: Some(Append {
-                    expected_version: payment.version(),
-                    events,
-                    state: aborted.clone(),
-                    occurred_at: now,
-                }),
-                outbox: vec![integration::payment_failed(
-                    &self.topics,
-                    &aborted,
-                    causation,
-                    now,
-                )],
-                ..Commit::default()
-            };
-            match self.repository.commit(commit).await {
-                Ok(()) => return Ok(aborted),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(StoreError::Unexpected(anyhow::anyhow!("order {order_id} kept changing")).into())
+                };
+                match Change::decide(Some(payment), &command) {
+                    Ok(change) if payment.status() == PaymentStatus::Ready => {
+                        let failed = integration::payment_failed(
+                            &self.topics,
+                            change.state(),
+                            causation,
+                            now,
+                        );
+                        Ok(Decision::Record(change.announce(failed), ()))
+                    }
+                    Ok(_) | Err(PaymentError::InvalidTransition { .. }) => {
+                        Ok(Decision::Answer(payment.clone()))
+                    }
+                    Err(other) => Err(AbortError::Refused(other)),
+                }
+            },
+        )
+        .await?;
+        Ok(match ran {
+            Ran::Answered(payment) | Ran::Recorded(payment, ()) => payment,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
     use std::time::Duration;
 
-    use payment_domain::{Currency, TransactionStatus, UserId};
+    use payment_domain::TransactionStatus;
 
     use super::*;
-    use crate::gateway::{GatewayPayment, GatewayStatus, LookupFailed};
+    use crate::gateway::GatewayPayment;
     use crate::memory::MemoryRepository;
+    use crate::ports::PaymentQueries as _;
     use crate::reconcile::{Reconciled, Reconciler, ReconcilerSettings};
-
-    /// A gateway double answering what the test scripts, and counting calls.
-    #[derive(Debug, Clone, Default)]
-    struct Scripted {
-        confirm: Arc<Mutex<Option<GatewayOutcome>>>,
-        lookup: Arc<Mutex<Option<GatewayPayment>>>,
-        confirms: Arc<AtomicUsize>,
-        keys: Arc<Mutex<Vec<String>>>,
-    }
-
-    impl Scripted {
-        fn answering(outcome: GatewayOutcome) -> Self {
-            let gateway = Self::default();
-            *gateway.confirm.lock().unwrap() = Some(outcome);
-            gateway
-        }
-    }
-
-    impl PaymentGateway for Scripted {
-        async fn confirm(&self, request: &ConfirmRequest) -> GatewayOutcome {
-            self.confirms.fetch_add(1, Ordering::SeqCst);
-            self.keys
-                .lock()
-                .unwrap()
-                .push(request.idempotency_key.clone());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            self.confirm
-                .lock()
-                .unwrap()
-                .clone()
-                .unwrap_or(GatewayOutcome::Unknown("unscripted".into()))
-        }
-        async fn cancel(&self, _: &crate::gateway::CancelRequest) -> GatewayOutcome {
-            GatewayOutcome::Unknown("cancels are not scripted here".into())
-        }
-        async fn lookup_by_order(
-            &self,
-            _: &OrderId,
-        ) -> Result<Option<GatewayPayment>, LookupFailed> {
-            Ok(self.lookup.lock().unwrap().clone())
-        }
-        async fn lookup(&self, _: &PaymentKey) -> Result<Option<GatewayPayment>, LookupFailed> {
-            Ok(self.lookup.lock().unwrap().clone())
-        }
-    }
-
-    fn topics() -> Topics {
-        Topics {
-            payment_created: "created".into(),
-            payment_completed: "completed".into(),
-            payment_failed: "failed".into(),
-            payment_canceled: "canceled".into(),
-        }
-    }
-
-    fn won(amount: i64) -> Money {
-        Money::new(Decimal::from(amount), Currency::Krw).unwrap()
-    }
+    use crate::testing::{approved_at_gateway, payment_at, topics, Scripted, Stage};
 
     fn key() -> PaymentKey {
         PaymentKey::parse("tgen_key_1").unwrap()
@@ -367,44 +333,19 @@ mod tests {
     }
 
     fn approved() -> GatewayPayment {
-        GatewayPayment {
-            payment_key: key(),
-            order_id: order(),
-            status: GatewayStatus::Done,
-            total_amount: won(15_000),
-            balance_amount: won(15_000),
-            method: Some("카드".into()),
-            approved_at: Some(Utc::now()),
-            last_transaction_key: Some("txk-approve".into()),
-            failure: None,
-            cancels: Vec::new(),
-        }
+        approved_at_gateway("tgen_key_1", "order-confirm-1", 15_000)
     }
 
     async fn ready_payment(repository: &MemoryRepository) {
-        let (payment, events) = execute(
-            None,
-            &PaymentCommand::Create {
-                payment_id: payment_domain::PaymentId::new(),
-                order_id: order(),
-                user_id: UserId::parse("u-1").unwrap(),
-                amount: won(15_000),
-                created_at: Utc::now(),
-            },
+        payment_at(
+            repository,
+            "order-confirm-1",
+            "tgen_key_1",
+            15_000,
+            Stage::Ready,
+            chrono::Duration::hours(1),
         )
-        .unwrap();
-        repository
-            .commit(Commit {
-                append: Some(Append {
-                    expected_version: 0,
-                    events,
-                    state: payment,
-                    occurred_at: Utc::now() - chrono::Duration::hours(1),
-                }),
-                ..Commit::default()
-            })
-            .await
-            .unwrap();
+        .await;
     }
 
     fn confirm(amount: i64) -> Confirm {
@@ -581,7 +522,7 @@ mod tests {
             1,
             "no confirm after the window"
         );
-        let payment = repository.load(payment_id).await.unwrap().unwrap();
+        let payment = repository.payment(payment_id).await.unwrap().unwrap();
         assert_eq!(payment.failure().unwrap().code, "CONFIRM_WINDOW_EXPIRED");
     }
 }

@@ -6,11 +6,12 @@
 //! other re-checks and finds the payment. Dies half-way? Nothing was
 //! committed, the offset was not stored, the message comes back.
 
-use chrono::Utc;
-use payment_domain::{execute, Money, OrderId, PaymentCommand, PaymentError, PaymentId, UserId};
+use payment_domain::{Money, OrderId, PaymentCommand, PaymentError, PaymentId, UserId};
 
+use crate::error::{Classify, Contended};
 use crate::integration::{self, Causation, Topics};
-use crate::ports::{Append, Commit, InboxEntry, PaymentRepository, StoreError};
+use crate::ports::{InboxEntry, PaymentRef, PaymentRepository, StoreError};
+use crate::runner::{run, Change, Decision, Ran, Trigger};
 
 /// An `OrderPlacedEvent`, parsed and valid.
 #[derive(Debug, Clone)]
@@ -61,22 +62,23 @@ pub enum CreatePaymentError {
     /// The domain refuses the payment (e.g. a zero amount).
     #[error(transparent)]
     Refused(#[from] PaymentError),
-    /// The store failed; nothing was written. Retry later.
+    /// Concurrent creations kept racing; nothing was written. Retry later.
+    #[error(transparent)]
+    Contended(#[from] Contended),
+    /// The store failed; nothing was written.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-impl CreatePaymentError {
-    /// `true` when retrying the same message can never succeed.
-    #[must_use]
-    pub const fn is_permanent(&self) -> bool {
-        !matches!(self, Self::Store(_))
+impl Classify for CreatePaymentError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::AmountConflict { .. } | Self::Refused(_) => true,
+            Self::Contended(error) => error.is_permanent(),
+            Self::Store(error) => error.is_permanent(),
+        }
     }
 }
-
-/// How often a lost race on the same order is re-examined before giving up
-/// (as a transient failure).
-const ATTEMPTS: usize = 3;
 
 #[derive(Debug, Clone)]
 pub struct CreatePayment<R> {
@@ -99,72 +101,54 @@ impl<R: PaymentRepository> CreatePayment<R> {
     /// already handled.
     ///
     /// # Errors
-    /// [`CreatePaymentError`]; [`CreatePaymentError::is_permanent`] tells
-    /// whether a retry can help.
+    /// [`CreatePaymentError`]; [`Classify::is_permanent`] tells whether a
+    /// retry can help.
     pub async fn handle(&self, order: OrderPlaced) -> Result<Created, CreatePaymentError> {
-        let inbox = InboxEntry {
+        let trigger = Trigger::Message(InboxEntry {
             consumer: self.consumer.clone(),
             message_id: order.message_id.clone(),
-        };
-        for _ in 0..ATTEMPTS {
-            if let Some(existing) = self.repository.find_by_order(&order.order_id).await? {
-                if existing.amount() != order.amount {
-                    return Err(CreatePaymentError::AmountConflict {
-                        order_id: order.order_id,
-                        existing: existing.amount(),
-                        requested: order.amount,
-                    });
+        });
+        let causation = order.causation();
+        let which = PaymentRef::Order(order.order_id.clone());
+        let ran = run(
+            &self.repository,
+            &which,
+            &trigger,
+            |loaded, now| -> Result<_, CreatePaymentError> {
+                if let Some(existing) = loaded.map(|s| &s.payment) {
+                    if existing.amount() != order.amount {
+                        return Err(CreatePaymentError::AmountConflict {
+                            order_id: order.order_id.clone(),
+                            existing: existing.amount(),
+                            requested: order.amount,
+                        });
+                    }
+                    return Ok(Decision::Acknowledge(existing.id()));
                 }
-                let seen = Commit {
-                    inbox: Some(inbox),
-                    ..Commit::default()
-                };
-                return match self.repository.commit(seen).await {
-                    Ok(()) => Ok(Created::AlreadyExists(existing.id())),
-                    Err(StoreError::AlreadyProcessed(_)) => Ok(Created::DuplicateMessage),
-                    Err(error) => Err(error.into()),
-                };
+                let change = Change::decide(
+                    None,
+                    &PaymentCommand::Create {
+                        payment_id: PaymentId::new(),
+                        order_id: order.order_id.clone(),
+                        user_id: order.user_id.clone(),
+                        amount: order.amount,
+                        created_at: now,
+                    },
+                )?;
+                let created =
+                    integration::payment_created(&self.topics, change.state(), &causation, now);
+                Ok(Decision::Record(change.announce(created), ()))
+            },
+        )
+        .await;
+        match ran {
+            Ok(Ran::Recorded(payment, ())) => Ok(Created::Created(payment.id())),
+            Ok(Ran::Answered(existing)) => Ok(Created::AlreadyExists(existing)),
+            Err(CreatePaymentError::Store(StoreError::AlreadyProcessed(_))) => {
+                Ok(Created::DuplicateMessage)
             }
-
-            let now = Utc::now();
-            let (payment, events) = execute(
-                None,
-                &PaymentCommand::Create {
-                    payment_id: PaymentId::new(),
-                    order_id: order.order_id.clone(),
-                    user_id: order.user_id.clone(),
-                    amount: order.amount,
-                    created_at: now,
-                },
-            )?;
-            let created =
-                integration::payment_created(&self.topics, &payment, &order.causation(), now);
-            let id = payment.id();
-            let commit = Commit {
-                append: Some(Append {
-                    expected_version: 0,
-                    events,
-                    state: payment,
-                    occurred_at: now,
-                }),
-                outbox: vec![created],
-                inbox: Some(inbox.clone()),
-                ..Commit::default()
-            };
-            match self.repository.commit(commit).await {
-                Ok(()) => return Ok(Created::Created(id)),
-                Err(StoreError::AlreadyProcessed(_)) => return Ok(Created::DuplicateMessage),
-                // Another message created this order's payment meanwhile:
-                // look again and compare amounts.
-                Err(StoreError::DuplicateOrder(_)) => {}
-                Err(error) => return Err(error.into()),
-            }
+            Err(error) => Err(error),
         }
-        Err(StoreError::Unexpected(anyhow::anyhow!(
-            "order {} kept racing with concurrent creations",
-            order.order_id
-        ))
-        .into())
     }
 }
 

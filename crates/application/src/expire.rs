@@ -5,10 +5,12 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use payment_domain::{execute, PaymentCommand, PaymentStatus};
+use payment_domain::{PaymentCommand, PaymentStatus};
 
+use crate::error::Contended;
 use crate::integration::{self, Causation, Topics};
-use crate::ports::{Append, Commit, PaymentRepository, StoreError};
+use crate::ports::{PaymentQueries, PaymentRef, PaymentRepository, StoreError};
+use crate::runner::{run, Change, Decision, Ran, Trigger};
 
 #[derive(Debug, Clone)]
 pub struct ExpirePayments<R> {
@@ -18,7 +20,16 @@ pub struct ExpirePayments<R> {
     batch: u32,
 }
 
-impl<R: PaymentRepository> ExpirePayments<R> {
+/// Why one payment was not expired.
+#[derive(Debug, thiserror::Error)]
+enum ExpireError {
+    #[error(transparent)]
+    Contended(#[from] Contended),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<R: PaymentRepository + PaymentQueries> ExpirePayments<R> {
     pub const fn new(repository: R, topics: Topics, ttl: Duration, batch: u32) -> Self {
         Self {
             repository,
@@ -34,48 +45,45 @@ impl<R: PaymentRepository> ExpirePayments<R> {
     /// # Errors
     /// When the store fails; what was expired so far stays expired.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let now = Utc::now();
         let ttl = chrono::Duration::from_std(self.ttl).unwrap_or_default();
         let candidates = self
             .repository
-            .stale(PaymentStatus::Ready, now - ttl, self.batch)
+            .stale(PaymentStatus::Ready, Utc::now() - ttl, self.batch)
             .await?;
         let mut expired = 0;
         for payment_id in candidates {
-            let Some(payment) = self.repository.load(payment_id).await? else {
-                continue;
-            };
-            let Ok((next, events)) =
-                execute(Some(&payment), &PaymentCommand::Expire { expired_at: now })
-            else {
-                continue; // no longer READY
-            };
             let causation = Causation {
                 causation_id: Some(format!("expiry:{payment_id}")),
                 ..Causation::default()
             };
-            let commit = Commit {
-                append: Some(Append {
-                    expected_version: payment.version(),
-                    events,
-                    state: next.clone(),
-                    occurred_at: now,
-                }),
-                outbox: vec![integration::payment_failed(
-                    &self.topics,
-                    &next,
-                    &causation,
-                    now,
-                )],
-                ..Commit::default()
-            };
-            match self.repository.commit(commit).await {
-                Ok(()) => {
+            let which = PaymentRef::Id(payment_id);
+            let ran = run(
+                &self.repository,
+                &which,
+                &Trigger::Untracked,
+                |loaded, now| -> Result<_, ExpireError> {
+                    let expire = PaymentCommand::Expire { expired_at: now };
+                    let Some(Ok(change)) =
+                        loaded.map(|s| Change::decide(Some(&s.payment), &expire))
+                    else {
+                        return Ok(Decision::Answer(())); // no longer READY
+                    };
+                    let failed =
+                        integration::payment_failed(&self.topics, change.state(), &causation, now);
+                    Ok(Decision::Record(change.announce(failed), ()))
+                },
+            )
+            .await;
+            match ran {
+                Ok(Ran::Recorded(payment, ())) => {
                     tracing::info!(%payment_id, order_id = %payment.order_id(), "payment expired");
                     expired += 1;
                 }
-                Err(StoreError::Conflict { .. }) => {} // changed meanwhile; next round re-checks
-                Err(error) => return Err(error),
+                Ok(Ran::Answered(())) => {}
+                Err(ExpireError::Contended(error)) => {
+                    tracing::warn!(%payment_id, %error, "not expired this round");
+                }
+                Err(ExpireError::Store(error)) => return Err(error),
             }
         }
         Ok(expired)
@@ -84,58 +92,28 @@ impl<R: PaymentRepository> ExpirePayments<R> {
 
 #[cfg(test)]
 mod tests {
-    use payment_domain::{Currency, Money, OrderId, PaymentId, UserId};
-    use rust_decimal::Decimal;
-
     use super::*;
     use crate::memory::MemoryRepository;
-
-    async fn payment_created(
-        repository: &MemoryRepository,
-        order: &str,
-        age: chrono::Duration,
-    ) -> PaymentId {
-        let (payment, events) = execute(
-            None,
-            &PaymentCommand::Create {
-                payment_id: PaymentId::new(),
-                order_id: OrderId::parse(order).unwrap(),
-                user_id: UserId::parse("u").unwrap(),
-                amount: Money::new(Decimal::from(1_000), Currency::Krw).unwrap(),
-                created_at: Utc::now() - age,
-            },
-        )
-        .unwrap();
-        let id = payment.id();
-        repository
-            .commit(Commit {
-                append: Some(Append {
-                    expected_version: 0,
-                    events,
-                    state: payment,
-                    occurred_at: Utc::now() - age,
-                }),
-                ..Commit::default()
-            })
-            .await
-            .unwrap();
-        id
-    }
-
-    fn topics() -> Topics {
-        Topics {
-            payment_created: "created".into(),
-            payment_completed: "completed".into(),
-            payment_failed: "failed".into(),
-            payment_canceled: "canceled".into(),
-        }
-    }
+    use crate::testing::{payment_at, topics, Stage};
 
     #[tokio::test]
     async fn ready_payments_past_the_ttl_expire_with_a_failed_event() {
         let repository = MemoryRepository::default();
-        let old = payment_created(&repository, "order-old-1", chrono::Duration::hours(2)).await;
-        let fresh = payment_created(&repository, "order-new-1", chrono::Duration::minutes(1)).await;
+        let two_hours = chrono::Duration::hours(2);
+        let minute = chrono::Duration::minutes(1);
+        let old = payment_at(
+            &repository,
+            "order-old-1",
+            "k",
+            1_000,
+            Stage::Ready,
+            two_hours,
+        )
+        .await
+        .id();
+        let fresh = payment_at(&repository, "order-new-1", "k", 1_000, Stage::Ready, minute)
+            .await
+            .id();
         let expiry = ExpirePayments::new(
             repository.clone(),
             topics(),
@@ -145,11 +123,11 @@ mod tests {
 
         assert_eq!(expiry.run_once().await.unwrap(), 1);
         assert_eq!(
-            repository.load(old).await.unwrap().unwrap().status(),
+            repository.payment(old).await.unwrap().unwrap().status(),
             PaymentStatus::Expired
         );
         assert_eq!(
-            repository.load(fresh).await.unwrap().unwrap().status(),
+            repository.payment(fresh).await.unwrap().unwrap().status(),
             PaymentStatus::Ready
         );
         let failed = repository.outbox().pop().unwrap();
@@ -161,33 +139,20 @@ mod tests {
     #[tokio::test]
     async fn in_progress_payments_never_expire() {
         let repository = MemoryRepository::default();
-        let id = payment_created(&repository, "order-busy-1", chrono::Duration::hours(2)).await;
-        let payment = repository.load(id).await.unwrap().unwrap();
-        let (started, events) = execute(
-            Some(&payment),
-            &PaymentCommand::StartConfirmation {
-                payment_key: payment_domain::PaymentKey::parse("tgen_busy").unwrap(),
-                amount: payment.amount(),
-                transaction_id: payment_domain::TransactionId::new(),
-            },
+        let id = payment_at(
+            &repository,
+            "order-busy-1",
+            "tgen_busy",
+            1_000,
+            Stage::InProgress,
+            chrono::Duration::hours(2),
         )
-        .unwrap();
-        repository
-            .commit(Commit {
-                append: Some(Append {
-                    expected_version: 1,
-                    events,
-                    state: started,
-                    occurred_at: Utc::now() - chrono::Duration::hours(2),
-                }),
-                ..Commit::default()
-            })
-            .await
-            .unwrap();
+        .await
+        .id();
         let expiry = ExpirePayments::new(repository.clone(), topics(), Duration::from_secs(60), 10);
         assert_eq!(expiry.run_once().await.unwrap(), 0);
         assert_eq!(
-            repository.load(id).await.unwrap().unwrap().status(),
+            repository.payment(id).await.unwrap().unwrap().status(),
             PaymentStatus::InProgress
         );
     }

@@ -7,19 +7,25 @@
 pub mod cancel;
 pub mod confirm;
 pub mod create_payment;
+pub mod error;
 pub mod expire;
 pub mod gateway;
 pub mod integration;
 pub mod ports;
 pub mod reconcile;
+mod runner;
 pub mod settle;
+pub mod webhook;
 
 #[cfg(test)]
 mod memory;
+#[cfg(test)]
+mod testing;
 
-pub use cancel::{Cancel, CancelError, CancelPayment, CancelResolution, Canceled};
+pub use cancel::{Cancel, CancelError, CancelPayment, Canceled};
 pub use confirm::{AbortError, AbortFromWidget, Confirm, ConfirmError, ConfirmPayment, Confirmed};
 pub use create_payment::{CreatePayment, CreatePaymentError, Created, OrderPlaced};
+pub use error::{Classify, Contended};
 pub use expire::ExpirePayments;
 pub use gateway::{
     CancelRequest, ConfirmRequest, GatewayCancel, GatewayOutcome, GatewayPayment, GatewayStatus,
@@ -28,7 +34,9 @@ pub use gateway::{
 pub use integration::{Causation, Topics};
 pub use ports::{
     Append, Commit, HealthProbe, IdempotencyKeys, InboxEntry, KeyClaim, OutboxMessage,
-    PaymentRepository, RecordedEvent, StoreError,
+    PaymentQueries, PaymentRef, PaymentRepository, RecordedEvent, Snapshot, StoreError,
 };
-pub use reconcile::{GatewayNotice, Noticed, Reconciled, Reconciler, ReconcilerSettings};
-pub use settle::{Resolution, SettleError};
+pub use reconcile::{Reconciled, Reconciler, ReconcilerSettings};
+pub use runner::Trigger;
+pub use settle::{CancelResolution, Resolution, SettleError};
+pub use webhook::{GatewayNotice, NoticeError, Noticed};

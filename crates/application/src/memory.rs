@@ -1,6 +1,7 @@
-//! An in-memory [`PaymentRepository`] for the use cases' unit tests. It keeps
-//! the port's contract (optimistic versions, unique order, inbox, all or
-//! nothing); the MariaDB adapter's own tests prove the real thing.
+//! An in-memory [`PaymentRepository`] and [`PaymentQueries`] for the use
+//! cases' unit tests. It keeps the ports' contract (optimistic versions,
+//! unique order, inbox, all or nothing); the MariaDB adapter's own tests
+//! prove the real thing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,7 +12,10 @@ use payment_domain::{
     TransactionStatus,
 };
 
-use crate::ports::{Commit, OutboxMessage, PaymentRepository, RecordedEvent, StoreError};
+use crate::ports::{
+    Commit, InboxEntry, OutboxMessage, PaymentQueries, PaymentRef, PaymentRepository,
+    RecordedEvent, Snapshot, StoreError,
+};
 
 #[derive(Debug, Default)]
 struct State {
@@ -47,10 +51,95 @@ impl MemoryRepository {
     pub(crate) fn all_transactions(&self) -> Vec<PaymentTransaction> {
         self.lock().transactions.clone()
     }
+
+    pub(crate) fn processed(&self, entry: &InboxEntry) -> bool {
+        self.lock()
+            .inbox
+            .contains(&(entry.consumer.clone(), entry.message_id.clone()))
+    }
 }
 
 impl PaymentRepository for MemoryRepository {
-    async fn load(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
+    async fn load(&self, which: &PaymentRef) -> Result<Option<Snapshot>, StoreError> {
+        let state = self.lock();
+        let id = match which {
+            PaymentRef::Id(id) => Some(*id),
+            PaymentRef::Order(order_id) => state.orders.get(order_id).copied(),
+        };
+        Ok(id
+            .and_then(|id| state.payments.get(&id))
+            .map(|payment| Snapshot {
+                payment: payment.clone(),
+                history: state
+                    .streams
+                    .get(&payment.id())
+                    .cloned()
+                    .unwrap_or_default(),
+                transactions: state
+                    .transactions
+                    .iter()
+                    .filter(|t| t.payment_id() == payment.id())
+                    .cloned()
+                    .collect(),
+            }))
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if let Some(entry) = &commit.inbox {
+            if state
+                .inbox
+                .contains(&(entry.consumer.clone(), entry.message_id.clone()))
+            {
+                return Err(StoreError::AlreadyProcessed(entry.clone()));
+            }
+        }
+        if let Some(append) = &commit.append {
+            let id = append.state.id();
+            let current = state.streams.get(&id).map_or(0, Vec::len) as u64;
+            if current != append.expected_version {
+                return Err(StoreError::Conflict {
+                    payment_id: id,
+                    expected_version: append.expected_version,
+                });
+            }
+            let order = append.state.order_id().clone();
+            if current == 0 && state.orders.contains_key(&order) {
+                return Err(StoreError::DuplicateOrder(order));
+            }
+            let stream = state.streams.entry(id).or_default();
+            for (version, event) in (current + 1..).zip(&append.events) {
+                stream.push(RecordedEvent {
+                    payment_id: id,
+                    version,
+                    occurred_at: append.occurred_at,
+                    event: event.clone(),
+                });
+            }
+            state.orders.insert(order, id);
+            state.payments.insert(id, append.state.clone());
+            state.updated.insert(id, append.occurred_at);
+        }
+        for transaction in commit.transactions {
+            match state
+                .transactions
+                .iter_mut()
+                .find(|t| t.id() == transaction.id())
+            {
+                Some(slot) => *slot = transaction,
+                None => state.transactions.push(transaction),
+            }
+        }
+        if let Some(entry) = commit.inbox {
+            state.inbox.insert((entry.consumer, entry.message_id));
+        }
+        state.outbox.extend(commit.outbox);
+        Ok(())
+    }
+}
+
+impl PaymentQueries for MemoryRepository {
+    async fn payment(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
         Ok(self.lock().payments.get(&id).cloned())
     }
 
@@ -116,58 +205,5 @@ impl PaymentRepository for MemoryRepository {
             .take(limit as usize)
             .cloned()
             .collect())
-    }
-
-    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        let mut state = self.lock();
-        if let Some(entry) = &commit.inbox {
-            if state
-                .inbox
-                .contains(&(entry.consumer.clone(), entry.message_id.clone()))
-            {
-                return Err(StoreError::AlreadyProcessed(entry.clone()));
-            }
-        }
-        if let Some(append) = &commit.append {
-            let id = append.state.id();
-            let current = state.streams.get(&id).map_or(0, Vec::len) as u64;
-            if current != append.expected_version {
-                return Err(StoreError::Conflict {
-                    payment_id: id,
-                    expected_version: append.expected_version,
-                });
-            }
-            let order = append.state.order_id().clone();
-            if current == 0 && state.orders.contains_key(&order) {
-                return Err(StoreError::DuplicateOrder(order));
-            }
-            let stream = state.streams.entry(id).or_default();
-            for (version, event) in (current + 1..).zip(&append.events) {
-                stream.push(RecordedEvent {
-                    payment_id: id,
-                    version,
-                    occurred_at: append.occurred_at,
-                    event: event.clone(),
-                });
-            }
-            state.orders.insert(order, id);
-            state.payments.insert(id, append.state.clone());
-            state.updated.insert(id, append.occurred_at);
-        }
-        for transaction in commit.transactions {
-            match state
-                .transactions
-                .iter_mut()
-                .find(|t| t.id() == transaction.id())
-            {
-                Some(slot) => *slot = transaction,
-                None => state.transactions.push(transaction),
-            }
-        }
-        if let Some(entry) = commit.inbox {
-            state.inbox.insert((entry.consumer, entry.message_id));
-        }
-        state.outbox.extend(commit.outbox);
-        Ok(())
     }
 }

@@ -11,6 +11,8 @@ use payment_domain::{
 };
 use uuid::Uuid;
 
+use crate::error::Classify;
+
 /// Everything one command changes, persisted atomically by
 /// [`PaymentRepository::commit`]: all of it, or none of it.
 #[derive(Debug, Clone, Default)]
@@ -76,20 +78,78 @@ pub enum StoreError {
     /// The triggering message was already handled: nothing was written.
     #[error("message {} was already processed by {}", .0.message_id, .0.consumer)]
     AlreadyProcessed(InboxEntry),
-    /// The store could not answer (down, timed out, or a bug); nothing is
-    /// known to be written. Retrying later is safe.
+    /// The store could not be reached or was busy (connection refused or
+    /// reset, pool timeout, deadlock, lock wait timeout): nothing is known to
+    /// be written, and the same call may succeed later.
     #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Unavailable(anyhow::Error),
+    /// The store refused the data (a value outside a column's range, a
+    /// violated constraint) or answered something that cannot be right (a
+    /// stream that does not replay, an unreadable row): nothing was written,
+    /// and the same call fails the same way every time.
+    #[error(transparent)]
+    Unexpected(anyhow::Error),
 }
 
-/// The payments' event store, projection, transactions, outbox and inbox.
+impl Classify for StoreError {
+    fn is_permanent(&self) -> bool {
+        !matches!(self, Self::Conflict { .. } | Self::Unavailable(_))
+    }
+}
+
+/// Which payment a command is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentRef {
+    Id(PaymentId),
+    /// The payment of an order (an order has at most one).
+    Order(OrderId),
+}
+
+/// A payment as a decision about it needs it, read at one version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The fold of `history`.
+    pub payment: Payment,
+    /// Its whole stream, oldest first.
+    pub history: Vec<RecordedEvent>,
+    /// Its gateway interactions, oldest first.
+    pub transactions: Vec<PaymentTransaction>,
+}
+
+/// The command side of the payment store: what a decision reads, and the
+/// one atomic write that records it.
 pub trait PaymentRepository: Send + Sync + 'static {
-    /// The current state of a payment, folded from its events.
+    /// The payment `which` refers to, with its stream and transactions.
     ///
     /// # Errors
-    /// [`StoreError::Unexpected`] when the store cannot be read or a stream
-    /// does not replay.
+    /// [`StoreError::Unavailable`] when the store cannot be read now;
+    /// [`StoreError::Unexpected`] when a stream does not replay.
     fn load(
+        &self,
+        which: &PaymentRef,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+
+    /// Persists `commit` in ONE database transaction: events, projection,
+    /// transactions, outbox rows and the inbox record, or nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`], [`StoreError::DuplicateOrder`] and
+    /// [`StoreError::AlreadyProcessed`] mean nothing was written and say why;
+    /// [`StoreError::Unavailable`] and [`StoreError::Unexpected`] mean the
+    /// store failed (nothing committed), transiently or for good.
+    fn commit(&self, commit: Commit) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The query side of the payment store: reads for the API and for the
+/// background jobs' selection of work. Nothing decided from these is
+/// written without loading through [`PaymentRepository::load`] again.
+pub trait PaymentQueries: Send + Sync + 'static {
+    /// The current state of a payment.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store cannot be read now;
+    /// [`StoreError::Unexpected`] when a stream does not replay.
+    fn payment(
         &self,
         id: PaymentId,
     ) -> impl Future<Output = Result<Option<Payment>, StoreError>> + Send;
@@ -97,7 +157,7 @@ pub trait PaymentRepository: Send + Sync + 'static {
     /// The payment of an order, if any.
     ///
     /// # Errors
-    /// As [`PaymentRepository::load`].
+    /// As [`PaymentQueries::payment`].
     fn find_by_order(
         &self,
         order_id: &OrderId,
@@ -106,7 +166,7 @@ pub trait PaymentRepository: Send + Sync + 'static {
     /// A payment's whole stream, oldest first: its audit trail.
     ///
     /// # Errors
-    /// As [`PaymentRepository::load`].
+    /// As [`PaymentQueries::payment`].
     fn events(
         &self,
         id: PaymentId,
@@ -115,7 +175,7 @@ pub trait PaymentRepository: Send + Sync + 'static {
     /// A payment's gateway interactions, oldest first.
     ///
     /// # Errors
-    /// As [`PaymentRepository::load`].
+    /// As [`PaymentQueries::payment`].
     fn transactions(
         &self,
         id: PaymentId,
@@ -125,7 +185,7 @@ pub trait PaymentRepository: Send + Sync + 'static {
     /// oldest first (for the reconciler and the expiry job).
     ///
     /// # Errors
-    /// As [`PaymentRepository::load`].
+    /// As [`PaymentQueries::payment`].
     fn stale(
         &self,
         status: PaymentStatus,
@@ -137,22 +197,13 @@ pub trait PaymentRepository: Send + Sync + 'static {
     /// requested before `requested_before`, oldest first (for the reconciler).
     ///
     /// # Errors
-    /// As [`PaymentRepository::load`].
+    /// As [`PaymentQueries::payment`].
     fn unsettled(
         &self,
         kind: TransactionKind,
         requested_before: DateTime<Utc>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<PaymentTransaction>, StoreError>> + Send;
-
-    /// Persists `commit` in ONE database transaction: events, projection,
-    /// transactions, outbox rows and the inbox record, or nothing.
-    ///
-    /// # Errors
-    /// [`StoreError::Conflict`], [`StoreError::DuplicateOrder`] and
-    /// [`StoreError::AlreadyProcessed`] mean nothing was written and say why;
-    /// [`StoreError::Unexpected`] means the store failed (nothing committed).
-    fn commit(&self, commit: Commit) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// An event as stored: its place in the stream and when it was recorded.
@@ -182,7 +233,8 @@ pub trait IdempotencyKeys: Send + Sync + 'static {
     /// Claims `key` in `scope` for a request with this `fingerprint`.
     ///
     /// # Errors
-    /// [`StoreError::Unexpected`] when the store fails.
+    /// [`StoreError::Unavailable`] or [`StoreError::Unexpected`] when the
+    /// store fails.
     fn claim(
         &self,
         scope: &str,
@@ -193,7 +245,8 @@ pub trait IdempotencyKeys: Send + Sync + 'static {
     /// Records the answer to replay for the claimed key.
     ///
     /// # Errors
-    /// [`StoreError::Unexpected`] when the store fails.
+    /// [`StoreError::Unavailable`] or [`StoreError::Unexpected`] when the
+    /// store fails.
     fn complete(
         &self,
         scope: &str,
@@ -205,7 +258,8 @@ pub trait IdempotencyKeys: Send + Sync + 'static {
     /// Forgets a claim whose request had no effect (it may be retried).
     ///
     /// # Errors
-    /// [`StoreError::Unexpected`] when the store fails.
+    /// [`StoreError::Unavailable`] or [`StoreError::Unexpected`] when the
+    /// store fails.
     fn release(
         &self,
         scope: &str,
@@ -215,7 +269,8 @@ pub trait IdempotencyKeys: Send + Sync + 'static {
     /// Deletes keys created before `created_before`; answers how many.
     ///
     /// # Errors
-    /// [`StoreError::Unexpected`] when the store fails.
+    /// [`StoreError::Unavailable`] or [`StoreError::Unexpected`] when the
+    /// store fails.
     fn prune(
         &self,
         created_before: DateTime<Utc>,

@@ -1,7 +1,6 @@
-//! Resolving approvals whose outcome we do not know, by asking the PG — in
-//! the background (the reconciler) and when the PG tells us something
-//! changed (the webhook, whose unsigned body is never trusted: the payment
-//! is re-fetched first).
+//! The reconciler: resolving, in the background, approvals and cancels
+//! whose outcome we do not know, by asking the PG (the webhook, in
+//! `webhook.rs`, does the same when the PG tells us something changed).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,15 +8,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use payment_domain::{
-    execute, PaymentCommand, PaymentId, PaymentKey, PaymentStatus, TransactionKind,
-    TransactionStatus,
+    PaymentId, PaymentStatus, PaymentTransaction, TransactionKind, TransactionStatus,
 };
 
-use crate::cancel::{ask_for_cancel, settle_cancel};
+use crate::cancel::ask_for_cancel;
 use crate::gateway::{ConfirmRequest, GatewayOutcome, PaymentGateway};
-use crate::integration::{self, Causation, Topics};
-use crate::ports::{Append, Commit, PaymentRepository, StoreError};
-use crate::settle::{settle_approval, Resolution, SettleError};
+use crate::integration::{Causation, Topics};
+use crate::ports::{PaymentQueries, PaymentRef, PaymentRepository, Snapshot, StoreError};
+use crate::settle::{settle_approval, settle_cancel, Resolution, SettleError};
 
 /// What one attempt at a payment did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +65,7 @@ pub struct Reconciler<R, G> {
     backoff: Mutex<HashMap<PaymentId, (u32, Instant)>>,
 }
 
-impl<R: PaymentRepository, G: PaymentGateway> Reconciler<R, G> {
+impl<R: PaymentRepository + PaymentQueries, G: PaymentGateway> Reconciler<R, G> {
     pub fn new(repository: R, gateway: G, topics: Topics, settings: ReconcilerSettings) -> Self {
         Self {
             repository,
@@ -134,7 +132,9 @@ impl<R: PaymentRepository, G: PaymentGateway> Reconciler<R, G> {
             if !self.due(payment_id) {
                 continue;
             }
-            let Some(payment) = self.repository.load(payment_id).await? else {
+            let Some(Snapshot { payment, .. }) =
+                self.repository.load(&PaymentRef::Id(payment_id)).await?
+            else {
                 continue;
             };
             let causation = Causation {
@@ -177,7 +177,12 @@ impl<R: PaymentRepository, G: PaymentGateway> Reconciler<R, G> {
     /// # Errors
     /// [`SettleError`] when the answer cannot be recorded.
     pub async fn reconcile(&self, payment_id: PaymentId) -> Result<Reconciled, SettleError> {
-        let Some(payment) = self.repository.load(payment_id).await? else {
+        let Some(Snapshot {
+            payment,
+            transactions,
+            ..
+        }) = self.repository.load(&PaymentRef::Id(payment_id)).await?
+        else {
             return Err(SettleError::NotFound(payment_id));
         };
         if payment.status() != PaymentStatus::InProgress {
@@ -199,11 +204,11 @@ impl<R: PaymentRepository, G: PaymentGateway> Reconciler<R, G> {
             }
         };
         if resolution.is_none() && looked_up.is_ok() {
-            resolution = self.confirm_again(&payment).await;
+            resolution = self.confirm_again(&payment, &transactions).await;
         }
         if resolution.is_none()
             && matches!(looked_up, Ok(None))
-            && self.window_closed(&payment).await
+            && self.window_closed(&transactions)
         {
             // Toss holds no approval and can no longer give one: the
             // customer's authentication expired with the confirm window.
@@ -229,18 +234,15 @@ impl<R: PaymentRepository, G: PaymentGateway> Reconciler<R, G> {
 
     /// Re-sends the pending approval with its own idempotency key while
     /// Toss still accepts it.
-    async fn confirm_again(&self, payment: &payment_domain::Payment) -> Option<Resolution> {
-        let key: &PaymentKey = payment.payment_key()?;
-        let pending = self
-            .repository
-            .transactions(payment.id())
-            .await
-            .ok()?
-            .into_iter()
-            .rev()
-            .find(|t| {
-                t.kind() == TransactionKind::Approval && t.status() == TransactionStatus::Unknown
-            })?;
+    async fn confirm_again(
+        &self,
+        payment: &payment_domain::Payment,
+        transactions: &[PaymentTransaction],
+    ) -> Option<Resolution> {
+        let key = payment.payment_key()?;
+        let pending = transactions.iter().rev().find(|t| {
+            t.kind() == TransactionKind::Approval && t.status() == TransactionStatus::Unknown
+        })?;
         let age = (Utc::now() - pending.requested_at())
             .to_std()
             .unwrap_or_default();
@@ -264,10 +266,7 @@ impl<R: PaymentRepository, G: PaymentGateway> Reconciler<R, G> {
     }
 
     /// Whether Toss's confirm window of the pending approval has passed.
-    async fn window_closed(&self, payment: &payment_domain::Payment) -> bool {
-        let Ok(transactions) = self.repository.transactions(payment.id()).await else {
-            return false;
-        };
+    fn window_closed(&self, transactions: &[PaymentTransaction]) -> bool {
         transactions
             .iter()
             .rev()
@@ -313,178 +312,159 @@ impl<R: PaymentRepository, G: PaymentGateway> Reconciler<R, G> {
     }
 }
 
-/// A webhook said a payment changed. The body is unsigned: only the payment
-/// key is taken from it, and the truth is fetched from the PG.
-#[derive(Debug)]
-pub struct GatewayNotice<R, G> {
-    repository: R,
-    gateway: G,
-    topics: Topics,
-}
+#[cfg(test)]
+mod tests {
+    use payment_domain::{Failure, OrderId, Payment, PaymentKey};
+    use rust_decimal::Decimal;
 
-impl<R: PaymentRepository, G: PaymentGateway> GatewayNotice<R, G> {
-    /// Records cancels made at the PG without us (Toss's dashboard): those
-    /// whose transaction keys we have not recorded, and never more than the
-    /// difference between our balance and the PG's. Skipped while our own
-    /// cancels are pending (the reconciler settles those first).
-    async fn record_outside_cancels(
-        &self,
-        payment_id: PaymentId,
-        at_gateway: &crate::gateway::GatewayPayment,
-        notice_id: &str,
-    ) -> Result<Noticed, SettleError> {
-        for _ in 0..5 {
-            let Some(payment) = self.repository.load(payment_id).await? else {
-                return Err(SettleError::NotFound(payment_id));
-            };
-            if !payment.pending_cancels().is_empty() {
-                return Ok(Noticed::NothingToDo(payment_id));
-            }
-            let recorded: Vec<Option<String>> = self
-                .repository
-                .events(payment_id)
-                .await?
-                .into_iter()
-                .filter_map(|e| match e.event {
-                    payment_domain::PaymentEvent::PaymentCanceled {
-                        transaction_key, ..
-                    } => Some(transaction_key),
-                    _ => None,
-                })
-                .collect();
-            let Ok(mut missing) = payment.balance().checked_sub(at_gateway.balance_amount) else {
-                return Ok(Noticed::NothingToDo(payment_id)); // the PG has more left than we do: not ours to fix
-            };
-            let mut state = payment.clone();
-            let mut events = Vec::new();
-            let mut announcements = Vec::new();
-            let now = Utc::now();
-            let causation = Causation {
-                causation_id: Some(notice_id.to_owned()),
-                ..Causation::default()
-            };
-            for outside in at_gateway
-                .cancels
-                .iter()
-                .filter(|c| !recorded.contains(&c.transaction_key))
-            {
-                let Ok(left) = missing.checked_sub(outside.amount) else {
-                    break;
-                };
-                let command = PaymentCommand::Cancel {
-                    amount: Some(outside.amount),
-                    reason: "canceled at the payment gateway".into(),
-                    transaction_key: outside.transaction_key.clone(),
-                };
-                let (next, new) = execute(Some(&state), &command)
-                    .map_err(|reason| SettleError::Contradiction { payment_id, reason })?;
-                announcements.push(integration::payment_canceled(
-                    &self.topics,
-                    &next,
-                    outside.amount,
-                    outside.transaction_key.as_deref(),
-                    "canceled at the payment gateway",
-                    &causation,
-                    now,
-                ));
-                events.extend(new);
-                state = next;
-                missing = left;
-            }
-            if events.is_empty() {
-                return Ok(Noticed::NothingToDo(payment_id));
-            }
-            let commit = Commit {
-                append: Some(Append {
-                    expected_version: payment.version(),
-                    events,
-                    state: state.clone(),
-                    occurred_at: now,
-                }),
-                outbox: announcements,
-                ..Commit::default()
-            };
-            match self.repository.commit(commit).await {
-                Ok(()) => return Ok(Noticed::Settled(payment_id, state.status())),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(error) => return Err(error.into()),
-            }
+    use super::*;
+    use crate::cancel::{CancelPayment, Canceled};
+    use crate::confirm::{Confirm, ConfirmPayment, Confirmed};
+    use crate::gateway::GatewayOutcome;
+    use crate::memory::MemoryRepository;
+    use crate::testing::{
+        approved_at_gateway, cancel_request, canceled_at_gateway, payment_at, topics, won,
+        Scripted, Stage,
+    };
+
+    const ORDER: &str = "order-recon-1";
+    const KEY: &str = "tgen_recon_1";
+
+    fn now_due() -> ReconcilerSettings {
+        ReconcilerSettings {
+            min_age: Duration::ZERO,
+            ..ReconcilerSettings::default()
         }
-        Err(StoreError::Unexpected(anyhow::anyhow!("payment {payment_id} kept changing")).into())
     }
-}
 
-/// What a notice did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Noticed {
-    /// The PG or we do not know this payment: acknowledged, nothing changed.
-    UnknownPayment,
-    /// Our payment already agrees with the PG.
-    NothingToDo(PaymentId),
-    /// Our payment was settled by what the PG says.
-    Settled(PaymentId, PaymentStatus),
-}
+    fn reconciler(
+        repository: &MemoryRepository,
+        gateway: &Scripted,
+        settings: ReconcilerSettings,
+    ) -> Reconciler<MemoryRepository, Scripted> {
+        Reconciler::new(repository.clone(), gateway.clone(), topics(), settings)
+    }
 
-impl<R: PaymentRepository, G: PaymentGateway> GatewayNotice<R, G> {
-    pub const fn new(repository: R, gateway: G, topics: Topics) -> Self {
-        Self {
+    /// A payment IN_PROGRESS whose confirm got no answer (its APPROVAL
+    /// transaction UNKNOWN).
+    async fn unknown_approval(repository: &MemoryRepository, gateway: &Scripted) -> Payment {
+        payment_at(
             repository,
-            gateway,
-            topics,
-        }
+            ORDER,
+            KEY,
+            7_000,
+            Stage::Ready,
+            chrono::Duration::minutes(1),
+        )
+        .await;
+        let confirm = ConfirmPayment::new(repository.clone(), gateway.clone(), topics());
+        let outcome = confirm
+            .handle(Confirm {
+                payment_key: PaymentKey::parse(KEY).unwrap(),
+                order_id: OrderId::parse(ORDER).unwrap(),
+                amount: Decimal::from(7_000),
+                causation: Causation::default(),
+            })
+            .await
+            .unwrap();
+        let Confirmed::Processing(payment) = outcome else {
+            panic!("{outcome:?}")
+        };
+        payment
     }
 
-    /// Re-fetches the payment from the PG and settles ours accordingly.
-    /// Idempotent: a repeated notice finds nothing left to do.
-    ///
-    /// # Errors
-    /// [`SettleError`]; a failed lookup is `SettleError::Store(Unexpected)`
-    /// (answer the PG with an error: it sends the notice again).
-    pub async fn handle(
-        &self,
-        payment_key: &PaymentKey,
-        notice_id: &str,
-    ) -> Result<Noticed, SettleError> {
-        let at_gateway = self
-            .gateway
-            .lookup(payment_key)
-            .await
-            .map_err(|e| SettleError::Store(StoreError::Unexpected(e.into())))?;
-        let Some(at_gateway) = at_gateway else {
-            return Ok(Noticed::UnknownPayment);
+    #[tokio::test]
+    async fn an_approval_the_lookup_shows_is_recorded_without_confirming_again() {
+        let repository = MemoryRepository::default();
+        let gateway = Scripted::default();
+        let payment = unknown_approval(&repository, &gateway).await;
+        gateway.shows(approved_at_gateway(KEY, ORDER, 7_000));
+        let reconciler = reconciler(&repository, &gateway, now_due());
+        assert_eq!(reconciler.run_once().await.unwrap(), 1);
+        let settled = repository.payment(payment.id()).await.unwrap().unwrap();
+        assert_eq!(settled.status(), PaymentStatus::Done);
+        assert_eq!(gateway.confirms(), 1, "only the original confirm");
+        assert_eq!(
+            repository.all_transactions()[0].status(),
+            TransactionStatus::Succeeded
+        );
+        assert_eq!(
+            repository.outbox().last().unwrap().event_type,
+            "PaymentCompletedEvent"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_decline_learned_by_confirming_again_aborts_the_payment() {
+        let repository = MemoryRepository::default();
+        let gateway = Scripted::default();
+        let payment = unknown_approval(&repository, &gateway).await;
+        *gateway.confirm.lock().unwrap() = Some(GatewayOutcome::Declined(Failure {
+            code: "REJECT_CARD_COMPANY".into(),
+            message: "declined".into(),
+        }));
+        let reconciler = reconciler(&repository, &gateway, now_due());
+        assert_eq!(
+            reconciler.reconcile(payment.id()).await.unwrap(),
+            Reconciled::Settled(PaymentStatus::Aborted)
+        );
+        let aborted = repository.payment(payment.id()).await.unwrap().unwrap();
+        assert_eq!(aborted.failure().unwrap().code, "REJECT_CARD_COMPANY");
+        let keys = gateway.keys.lock().unwrap().clone();
+        assert_eq!(keys[0], keys[1], "the same idempotency key");
+    }
+
+    #[tokio::test]
+    async fn a_payment_still_unknown_waits_for_its_backoff() {
+        let repository = MemoryRepository::default();
+        let gateway = Scripted::default();
+        unknown_approval(&repository, &gateway).await;
+        let patient = ReconcilerSettings {
+            first_backoff: Duration::from_secs(3_600),
+            ..now_due()
         };
-        let Some(payment) = self.repository.find_by_order(&at_gateway.order_id).await? else {
-            return Ok(Noticed::UnknownPayment);
-        };
-        if payment.payment_key() != Some(&at_gateway.payment_key) {
-            return Ok(Noticed::NothingToDo(payment.id()));
-        }
-        if matches!(
-            payment.status(),
-            PaymentStatus::Done | PaymentStatus::PartialCanceled
-        ) {
-            return self
-                .record_outside_cancels(payment.id(), &at_gateway, notice_id)
-                .await;
-        }
-        if payment.status() != PaymentStatus::InProgress {
-            return Ok(Noticed::NothingToDo(payment.id()));
-        }
-        let Some(resolution) = Resolution::of(&at_gateway) else {
-            return Ok(Noticed::NothingToDo(payment.id()));
-        };
-        let causation = Causation {
-            causation_id: Some(notice_id.to_owned()),
-            ..Causation::default()
-        };
-        let settled = settle_approval(
-            &self.repository,
-            &self.topics,
-            payment.id(),
-            &resolution,
-            &causation,
+        let reconciler = reconciler(&repository, &gateway, patient);
+        assert_eq!(reconciler.run_once().await.unwrap(), 0);
+        assert_eq!(gateway.confirms(), 2, "asked once this round");
+        assert_eq!(reconciler.run_once().await.unwrap(), 0);
+        assert_eq!(gateway.confirms(), 2, "not before the backoff");
+    }
+
+    #[tokio::test]
+    async fn a_cancel_whose_answer_was_lost_is_settled_with_its_own_key() {
+        let repository = MemoryRepository::default();
+        let gateway = Scripted::default();
+        let payment = payment_at(
+            &repository,
+            ORDER,
+            KEY,
+            7_000,
+            Stage::Done,
+            chrono::Duration::minutes(1),
         )
-        .await?;
-        Ok(Noticed::Settled(payment.id(), settled.status()))
+        .await;
+        let cancel = CancelPayment::new(repository.clone(), gateway.clone(), topics());
+        let pending = cancel
+            .handle(cancel_request(&payment, Some(2_000), "k1"))
+            .await
+            .unwrap();
+        assert!(matches!(pending, Canceled::Pending(_)), "{pending:?}");
+
+        gateway.cancels_with(GatewayOutcome::Succeeded(canceled_at_gateway(
+            approved_at_gateway(KEY, ORDER, 7_000),
+            &[(2_000, "txk-late")],
+        )));
+        let reconciler = reconciler(&repository, &gateway, now_due());
+        assert_eq!(reconciler.run_once().await.unwrap(), 1);
+        let settled = repository.payment(payment.id()).await.unwrap().unwrap();
+        assert_eq!(settled.balance(), won(5_000));
+        assert!(settled.pending_cancels().is_empty());
+        let keys = gateway.cancel_keys.lock().unwrap().clone();
+        assert_eq!(keys.len(), 3);
+        assert!(keys.iter().all(|k| *k == keys[0]), "one key: {keys:?}");
+        let canceled = repository.outbox().pop().unwrap();
+        assert_eq!(canceled.event_type, "PaymentCanceledEvent");
+        assert_eq!(canceled.payload["data"]["transactionKey"], "txk-late");
+        assert_eq!(reconciler.run_once().await.unwrap(), 0, "nothing twice");
     }
 }

@@ -1,17 +1,18 @@
-//! Recording what the gateway said about a pending approval — shared by the
-//! confirm flow, the reconciler and the webhook, so the three can race
-//! without harm: whoever commits first settles the payment, the others find
-//! it settled and stop.
+//! Recording what the gateway said about a pending approval or a pending
+//! cancel — shared by the confirm and cancel flows, the reconciler and the
+//! webhook, so they can race without harm: whoever commits first settles
+//! the payment, the others find it settled and stop.
 
-use chrono::Utc;
 use payment_domain::{
-    execute, Failure, Payment, PaymentCommand, PaymentError, PaymentId, PaymentStatus,
+    Failure, Payment, PaymentCommand, PaymentError, PaymentId, PaymentStatus, TransactionId,
     TransactionKind, TransactionStatus,
 };
 
+use crate::error::{Classify, Contended};
 use crate::gateway::{GatewayPayment, GatewayStatus};
 use crate::integration::{self, Causation, Topics};
-use crate::ports::{Append, Commit, PaymentRepository, StoreError};
+use crate::ports::{PaymentRef, PaymentRepository, StoreError};
+use crate::runner::{run, Change, Decision, Ran, Trigger};
 
 /// A definitive answer about an approval.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,10 +57,20 @@ pub enum SettleError {
         reason: PaymentError,
     },
     #[error(transparent)]
+    Contended(#[from] Contended),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-const ATTEMPTS: usize = 5;
+impl Classify for SettleError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::NotFound(_) | Self::Contradiction { .. } => true,
+            Self::Contended(error) => error.is_permanent(),
+            Self::Store(error) => error.is_permanent(),
+        }
+    }
+}
 
 /// Settles a payment's pending approval with `resolution`: DONE +
 /// `PaymentCompletedEvent`, or ABORTED + `PaymentFailedEvent`, with the
@@ -75,69 +86,151 @@ pub async fn settle_approval<R: PaymentRepository>(
     resolution: &Resolution,
     causation: &Causation,
 ) -> Result<Payment, SettleError> {
-    for _ in 0..ATTEMPTS {
-        let payment = repository
-            .load(payment_id)
-            .await?
-            .ok_or(SettleError::NotFound(payment_id))?;
-        if payment.status() != PaymentStatus::InProgress {
-            return Ok(payment);
-        }
-        let now = Utc::now();
-        let mut pending = repository
-            .transactions(payment_id)
-            .await?
-            .into_iter()
-            .rev()
-            .find(|t| {
-                t.kind() == TransactionKind::Approval && t.status() == TransactionStatus::Unknown
-            });
-        let command = match resolution {
-            Resolution::Approved(at_gateway) => {
-                if let Some(transaction) = pending.as_mut() {
-                    let _ = transaction.succeed(at_gateway.last_transaction_key.clone(), now);
-                }
-                PaymentCommand::Approve {
-                    payment_key: at_gateway.payment_key.clone(),
-                    approved_amount: at_gateway.total_amount,
-                    method: at_gateway.method.clone(),
-                    approved_at: at_gateway.approved_at.unwrap_or(now),
-                }
+    let which = PaymentRef::Id(payment_id);
+    let ran = run(
+        repository,
+        &which,
+        &Trigger::Untracked,
+        |loaded, now| -> Result<_, SettleError> {
+            let loaded = loaded.ok_or(SettleError::NotFound(payment_id))?;
+            let payment = &loaded.payment;
+            if payment.status() != PaymentStatus::InProgress {
+                return Ok(Decision::Answer(payment.clone()));
             }
-            Resolution::Declined(failure) => {
-                if let Some(transaction) = pending.as_mut() {
-                    let _ = transaction.fail(failure.code.clone(), now);
+            let mut pending = loaded
+                .transactions
+                .iter()
+                .rev()
+                .find(|t| {
+                    t.kind() == TransactionKind::Approval
+                        && t.status() == TransactionStatus::Unknown
+                })
+                .cloned();
+            let command = match resolution {
+                Resolution::Approved(at_gateway) => {
+                    if let Some(transaction) = pending.as_mut() {
+                        let _ = transaction.succeed(at_gateway.last_transaction_key.clone(), now);
+                    }
+                    PaymentCommand::Approve {
+                        payment_key: at_gateway.payment_key.clone(),
+                        approved_amount: at_gateway.total_amount,
+                        method: at_gateway.method.clone(),
+                        approved_at: at_gateway.approved_at.unwrap_or(now),
+                    }
                 }
-                PaymentCommand::Abort {
-                    failure: failure.clone(),
+                Resolution::Declined(failure) => {
+                    if let Some(transaction) = pending.as_mut() {
+                        let _ = transaction.fail(failure.code.clone(), now);
+                    }
+                    PaymentCommand::Abort {
+                        failure: failure.clone(),
+                    }
                 }
+            };
+            let mut change = Change::decide(Some(payment), &command)
+                .map_err(|reason| SettleError::Contradiction { payment_id, reason })?;
+            let announcement = match change.state().status() {
+                PaymentStatus::Done => {
+                    integration::payment_completed(topics, change.state(), causation, now)
+                }
+                _ => integration::payment_failed(topics, change.state(), causation, now),
+            };
+            if let Some(transaction) = pending {
+                change = change.record(transaction);
             }
-        };
-        let (next, events) = execute(Some(&payment), &command)
-            .map_err(|reason| SettleError::Contradiction { payment_id, reason })?;
-        let announcement = match next.status() {
-            PaymentStatus::Done => integration::payment_completed(topics, &next, causation, now),
-            _ => integration::payment_failed(topics, &next, causation, now),
-        };
-        let commit = Commit {
-            append: Some(Append {
-                expected_version: payment.version(),
-                events,
-                state: next.clone(),
-                occurred_at: now,
-            }),
-            transactions: pending.into_iter().collect(),
-            outbox: vec![announcement],
-            inbox: None,
-        };
-        match repository.commit(commit).await {
-            Ok(()) => return Ok(next),
-            Err(StoreError::Conflict { .. }) => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Err(StoreError::Unexpected(anyhow::anyhow!(
-        "payment {payment_id} kept changing while being settled"
-    ))
-    .into())
+            Ok(Decision::Record(change.announce(announcement), ()))
+        },
+    )
+    .await?;
+    Ok(match ran {
+        Ran::Answered(payment) | Ran::Recorded(payment, ()) => payment,
+    })
+}
+
+/// What the PG said about a cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelResolution {
+    Refunded { transaction_key: Option<String> },
+    Refused(Failure),
+}
+
+/// Records the PG's answer to a requested cancel: the refund (balance down,
+/// `PaymentCanceledEvent`) or the release of the reservation, with the
+/// CANCEL transaction settled in the same commit. Idempotent: an answer
+/// already recorded is not recorded again.
+///
+/// # Errors
+/// [`SettleError`].
+pub async fn settle_cancel<R: PaymentRepository>(
+    repository: &R,
+    topics: &Topics,
+    payment_id: PaymentId,
+    transaction_id: TransactionId,
+    resolution: &CancelResolution,
+    causation: &Causation,
+) -> Result<Payment, SettleError> {
+    let which = PaymentRef::Id(payment_id);
+    let ran = run(
+        repository,
+        &which,
+        &Trigger::Untracked,
+        |loaded, now| -> Result<_, SettleError> {
+            let loaded = loaded.ok_or(SettleError::NotFound(payment_id))?;
+            let payment = &loaded.payment;
+            let Some(pending) = payment
+                .pending_cancels()
+                .iter()
+                .find(|p| p.transaction_id == transaction_id)
+            else {
+                return Ok(Decision::Answer(payment.clone())); // answered already
+            };
+            let mut transaction = loaded
+                .transactions
+                .iter()
+                .find(|t| t.id() == transaction_id)
+                .cloned();
+            let command = match resolution {
+                CancelResolution::Refunded { transaction_key } => {
+                    if let Some(t) = transaction.as_mut() {
+                        let _ = t.succeed(transaction_key.clone(), now);
+                    }
+                    PaymentCommand::ConfirmCancel {
+                        transaction_id,
+                        transaction_key: transaction_key.clone(),
+                    }
+                }
+                CancelResolution::Refused(failure) => {
+                    if let Some(t) = transaction.as_mut() {
+                        let _ = t.fail(failure.code.clone(), now);
+                    }
+                    PaymentCommand::RejectCancel {
+                        transaction_id,
+                        failure: failure.clone(),
+                    }
+                }
+            };
+            let mut change = Change::decide(Some(payment), &command)
+                .map_err(|reason| SettleError::Contradiction { payment_id, reason })?;
+            if let CancelResolution::Refunded { transaction_key } = resolution {
+                let canceled = integration::payment_canceled(
+                    topics,
+                    change.state(),
+                    pending.amount,
+                    transaction_key.as_deref(),
+                    &pending.reason,
+                    causation,
+                    now,
+                );
+                change = change.announce(canceled);
+            }
+            if let Some(transaction) = transaction {
+                change = change.record(transaction);
+            }
+            Ok(Decision::Record(change, ()))
+        },
+    )
+    .await?;
+    Ok(match ran {
+        Ran::Answered(payment) | Ran::Recorded(payment, ()) => payment,
+    })
 }

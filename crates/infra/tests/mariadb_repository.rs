@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use payment_application::{
-    Append, Commit, InboxEntry, OutboxMessage, PaymentRepository, StoreError,
+    Append, Classify as _, Commit, InboxEntry, OutboxMessage, PaymentQueries, PaymentRef,
+    PaymentRepository, StoreError,
 };
 use payment_domain::{
     execute, Currency, Money, OrderId, Payment, PaymentCommand, PaymentId, PaymentKey,
@@ -112,7 +113,7 @@ async fn one_commit_writes_events_projection_transactions_outbox_and_inbox(pool:
     repo.commit(commit).await.unwrap();
 
     assert_eq!(
-        repo.load(payment.id()).await.unwrap(),
+        repo.payment(payment.id()).await.unwrap(),
         Some(payment.clone())
     );
     let (status, balance, version): (String, Decimal, u64) =
@@ -165,7 +166,7 @@ async fn the_audit_trail_lists_every_event_in_order(pool: MySqlPool) {
         [1, 2, 3]
     );
     assert_eq!(
-        repo.load(payment.id()).await.unwrap().unwrap().status(),
+        repo.payment(payment.id()).await.unwrap().unwrap().status(),
         PaymentStatus::Done
     );
 }
@@ -196,7 +197,7 @@ async fn twenty_racing_writers_keep_the_stream_contiguous_and_lose_nothing(
                 transaction_key: None,
             };
             // Everyone decides on the same version first: exactly one can win.
-            let mut state = repo.load(id).await.unwrap().unwrap();
+            let mut state = repo.payment(id).await.unwrap().unwrap();
             start.wait().await;
             let mut conflicts = 0_u32;
             loop {
@@ -205,7 +206,7 @@ async fn twenty_racing_writers_keep_the_stream_contiguous_and_lose_nothing(
                     Err(StoreError::Conflict { payment_id, .. }) => {
                         assert_eq!(payment_id, id);
                         conflicts += 1;
-                        state = repo.load(id).await.unwrap().unwrap();
+                        state = repo.payment(id).await.unwrap().unwrap();
                     }
                     Err(other) => panic!("unexpected error: {other:?}"),
                 }
@@ -228,7 +229,7 @@ async fn twenty_racing_writers_keep_the_stream_contiguous_and_lose_nothing(
         .filter(|e| e.event.event_type() == "PaymentCanceled")
         .count();
     assert_eq!(cancels, WRITERS);
-    let final_state = repo.load(payment.id()).await.unwrap().unwrap();
+    let final_state = repo.payment(payment.id()).await.unwrap().unwrap();
     assert_eq!(final_state.balance(), krw(10_000 - 100 * WRITERS as i64));
     let (projected_version, projected_balance): (u64, Decimal) =
         sqlx::query_as("SELECT version, balance_amount FROM payments WHERE payment_id = ?")
@@ -334,7 +335,7 @@ async fn a_failure_mid_transaction_leaves_no_partial_write(pool: MySqlPool) {
     ] {
         assert_eq!(count(&pool, table).await, 0, "{table} must be empty");
     }
-    assert_eq!(repo.load(payment.id()).await.unwrap(), None);
+    assert_eq!(repo.payment(payment.id()).await.unwrap(), None);
 }
 
 #[sqlx::test(migrator = "payment_infra::mariadb::MIGRATOR")]
@@ -370,4 +371,52 @@ async fn a_settled_transaction_is_updated_in_place(pool: MySqlPool) {
             Some("txk_1".to_owned())
         )]
     );
+}
+
+#[sqlx::test(migrator = "payment_infra::mariadb::MIGRATOR")]
+async fn values_the_database_refuses_are_permanent_and_write_nothing(pool: MySqlPool) {
+    let repo = MariaDbPaymentRepository::new(pool.clone());
+    // A trace header longer than its column (data too long, SQLSTATE 22001).
+    let mut long_trace = decided(None, &create_command("order-refused-1", 1_000));
+    let payment = long_trace.append.as_ref().unwrap().state.clone();
+    let mut message = outbox_for(&payment, "PaymentCreatedEvent");
+    message.traceparent = Some(format!("00-{}-b7ad6b7169203331-01", "0".repeat(40)));
+    long_trace.outbox = vec![message];
+    // A message id that is not ASCII (incorrect string value, SQLSTATE 22007).
+    let mut not_ascii = decided(None, &create_command("order-refused-2", 1_000));
+    not_ascii.inbox = Some(InboxEntry {
+        consumer: "koosco.commerce.order.placed".into(),
+        message_id: "evt-주문".into(),
+    });
+    for commit in [long_trace, not_ascii] {
+        let error = repo.commit(commit).await.unwrap_err();
+        assert!(matches!(error, StoreError::Unexpected(_)), "{error:?}");
+        assert!(error.is_permanent(), "{error:?}");
+    }
+    for table in ["inbox", "payment_events", "payments", "outbox"] {
+        assert_eq!(count(&pool, table).await, 0, "{table} must be empty");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_transient_error() {
+    // Nothing listens on port 9: the connection is refused.
+    let pool = payment_infra::mariadb::connect_lazy(
+        "mysql://root@127.0.0.1:9/payment",
+        1,
+        std::time::Duration::from_millis(500),
+    )
+    .unwrap();
+    let repo = MariaDbPaymentRepository::new(pool);
+    let error = repo
+        .load(&PaymentRef::Id(PaymentId::new()))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(!error.is_permanent());
+    let error = repo
+        .commit(decided(None, &create_command("order-down-1", 1_000)))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
 }

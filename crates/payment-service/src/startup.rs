@@ -167,12 +167,12 @@ impl Application {
         let widget = WidgetState {
             confirm: ConfirmPayment::new(repository.clone(), gateway.clone(), announced.clone()),
             abort: AbortFromWidget::new(repository.clone(), announced.clone()),
-            notice: GatewayNotice::new(repository.clone(), gateway.clone(), announced.clone()),
             redirects: WidgetRedirects {
                 success_url: config.toss.success_redirect_url.clone(),
                 fail_url: config.toss.fail_redirect_url.clone(),
             },
         };
+        let notice = GatewayNotice::new(repository.clone(), gateway.clone(), announced.clone());
         let reconciling = &config.reconciler;
         let reconciler = Periodic {
             job: Reconciler::new(
@@ -238,6 +238,7 @@ impl Application {
             read_model,
             widget,
             cancel,
+            notice,
         );
 
         let listener = TcpListener::bind(config.http.addr)

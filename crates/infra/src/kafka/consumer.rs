@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use futures::future::BoxFuture;
-use payment_application::HealthProbe;
+use payment_application::{Classify, HealthProbe};
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -76,7 +76,24 @@ pub enum HandlingError {
     Permanent(String),
     /// It may succeed later (database down …): retried, offset not stored.
     #[error(transparent)]
-    Transient(#[from] anyhow::Error),
+    Transient(anyhow::Error),
+}
+
+impl HandlingError {
+    /// A use case's failure, permanent or transient as the failure itself
+    /// says ([`Classify`]): the one place the consumer's split is decided.
+    pub fn classified<E>(error: E) -> Self
+    where
+        E: Classify + std::error::Error + Send + Sync + 'static,
+    {
+        let permanent = error.is_permanent();
+        let error = anyhow::Error::new(error);
+        if permanent {
+            Self::Permanent(format!("{error:#}"))
+        } else {
+            Self::Transient(error)
+        }
+    }
 }
 
 /// Handles one message of a topic.

@@ -82,8 +82,7 @@ impl<R: PaymentRepository> MessageHandler for OrderPlacedHandler<R> {
                 tracing::info!(%order_id, %payment_id, "order already has this payment; nothing new");
                 Ok("already_exists")
             }
-            Err(error) if error.is_permanent() => Err(HandlingError::Permanent(error.to_string())),
-            Err(error) => Err(HandlingError::Transient(error.into())),
+            Err(error) => Err(HandlingError::classified(error)),
         }
     }
 }

@@ -1,11 +1,14 @@
 //! `koosco.commerce.order.refund.requested`: the order service asks for a
 //! refund of an order, in full or in part. The message id becomes the
-//! cancel's idempotency key and is recorded in the inbox with the
-//! reservation, so a redelivery never refunds twice.
+//! cancel's idempotency key, and the message's inbox record is committed in
+//! the same transaction as the cancel's reservation (the cancel runs with
+//! [`Trigger::Message`]): a redelivery finds the cancel's transaction and
+//! resumes or answers it, a concurrent second delivery is refused by the
+//! inbox, and nothing is ever refunded twice.
 
 use payment_application::{
     Cancel, CancelError, CancelPayment, Canceled, Causation, InboxEntry, PaymentGateway,
-    PaymentRepository,
+    PaymentQueries, PaymentRepository, StoreError, Trigger,
 };
 use payment_domain::{amount_from_json, OrderId};
 use rust_decimal::Decimal;
@@ -76,14 +79,16 @@ impl<R, G> RefundRequestedHandler<R, G> {
     }
 }
 
-impl<R: PaymentRepository, G: PaymentGateway> MessageHandler for RefundRequestedHandler<R, G> {
+impl<R: PaymentRepository + PaymentQueries, G: PaymentGateway> MessageHandler
+    for RefundRequestedHandler<R, G>
+{
     async fn handle(&self, message: &Incoming) -> Result<&'static str, HandlingError> {
         let refund = decode(message).map_err(HandlingError::Permanent)?;
         let payment = self
             .repository
             .find_by_order(&refund.order_id)
             .await
-            .map_err(|e| HandlingError::Transient(e.into()))?
+            .map_err(HandlingError::classified)?
             .ok_or_else(|| {
                 HandlingError::Permanent(format!("order {} has no payment", refund.order_id))
             })?;
@@ -92,7 +97,7 @@ impl<R: PaymentRepository, G: PaymentGateway> MessageHandler for RefundRequested
             amount: refund.amount,
             reason: refund.reason,
             request_key: Some(refund.message_id.clone()),
-            inbox: Some(InboxEntry {
+            trigger: Trigger::Message(InboxEntry {
                 consumer: message.topic.clone(),
                 message_id: refund.message_id.clone(),
             }),
@@ -105,9 +110,9 @@ impl<R: PaymentRepository, G: PaymentGateway> MessageHandler for RefundRequested
         match self.cancel.handle(request).await {
             Ok(Canceled::Done(_)) => Ok("refunded"),
             Ok(Canceled::Pending(_)) => Ok("refund_pending"),
-            Ok(Canceled::Repeated(_)) => Ok("duplicate_message"),
-            Err(CancelError::Store(error)) => Err(HandlingError::Transient(error.into())),
-            Err(error) => Err(HandlingError::Permanent(error.to_string())),
+            Ok(Canceled::Repeated(_))
+            | Err(CancelError::Store(StoreError::AlreadyProcessed(_))) => Ok("duplicate_message"),
+            Err(error) => Err(HandlingError::classified(error)),
         }
     }
 }

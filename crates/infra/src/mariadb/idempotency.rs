@@ -6,12 +6,11 @@
 //! guarded here are idempotent themselves (a cancel's transaction id derives
 //! from the key).
 
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use payment_application::{IdempotencyKeys, KeyClaim, StoreError};
 use sqlx::MySqlPool;
 
-use super::errors::{classify, DbFailure};
+use super::errors::{classify, store_error, DbFailure, SqlContext as _};
 
 #[derive(Debug, Clone)]
 pub struct MariaDbIdempotencyKeys {
@@ -55,11 +54,7 @@ impl IdempotencyKeys for MariaDbIdempotencyKeys {
         match inserted {
             Ok(_) => return Ok(KeyClaim::Claimed),
             Err(error) if matches!(classify(&error), DbFailure::Duplicate(_)) => {}
-            Err(error) => {
-                return Err(anyhow::Error::new(error)
-                    .context("claim idempotency key")
-                    .into())
-            }
+            Err(error) => return Err(store_error(error, "claim idempotency key")),
         }
         let now = Utc::now();
         let lease = chrono::Duration::from_std(self.lease).unwrap_or_default();
@@ -74,7 +69,7 @@ impl IdempotencyKeys for MariaDbIdempotencyKeys {
         .bind(now - lease)
         .execute(&self.pool)
         .await
-        .context("take over a stale idempotency key")?;
+        .store_context("take over a stale idempotency key")?;
         if taken_over.rows_affected() == 1 {
             tracing::warn!(
                 scope,
@@ -90,7 +85,7 @@ impl IdempotencyKeys for MariaDbIdempotencyKeys {
         .bind(key)
         .fetch_optional(&self.pool)
         .await
-        .context("read idempotency key")?;
+        .store_context("read idempotency key")?;
         Ok(match row {
             // Released between our insert and our read: the client may retry.
             None => KeyClaim::InFlight,
@@ -123,7 +118,7 @@ impl IdempotencyKeys for MariaDbIdempotencyKeys {
         .bind(key)
         .execute(&self.pool)
         .await
-        .context("complete idempotency key")?;
+        .store_context("complete idempotency key")?;
         Ok(())
     }
 
@@ -133,7 +128,7 @@ impl IdempotencyKeys for MariaDbIdempotencyKeys {
             .bind(key)
             .execute(&self.pool)
             .await
-            .context("release idempotency key")?;
+            .store_context("release idempotency key")?;
         Ok(())
     }
 
@@ -142,7 +137,7 @@ impl IdempotencyKeys for MariaDbIdempotencyKeys {
             .bind(created_before)
             .execute(&self.pool)
             .await
-            .context("prune idempotency keys")?;
+            .store_context("prune idempotency keys")?;
         Ok(done.rows_affected())
     }
 }

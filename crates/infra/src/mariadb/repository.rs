@@ -1,14 +1,16 @@
-//! [`PaymentRepository`] on MariaDB: the transaction boundary of every
-//! command lives here. One [`MariaDbPaymentRepository::commit`] call is one
-//! `BEGIN … COMMIT` writing the inbox record, the events, the projection, the
-//! gateway transactions and the outbox rows; any failure rolls all of it back.
+//! [`PaymentRepository`] (the command side) and [`PaymentQueries`] (the
+//! reads) on MariaDB. The transaction boundary of every command lives here:
+//! one [`PaymentRepository::commit`] call is one `BEGIN … COMMIT` writing the
+//! inbox record, the events, the projection, the gateway transactions and
+//! the outbox rows; any failure rolls all of it back.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use payment_application::{
-    Append, Commit, InboxEntry, OutboxMessage, PaymentRepository, RecordedEvent, StoreError,
+    Append, Commit, InboxEntry, OutboxMessage, PaymentQueries, PaymentRef, PaymentRepository,
+    RecordedEvent, Snapshot, StoreError,
 };
 use payment_domain::{
     Currency, Money, OrderId, Payment, PaymentEvent, PaymentId, PaymentStatus, PaymentTransaction,
@@ -18,7 +20,7 @@ use rust_decimal::Decimal;
 use sqlx::{MySql, MySqlPool, Transaction};
 use tokio::sync::Notify;
 
-use super::errors::{classify, DbFailure};
+use super::errors::{classify, store_error, DbFailure, SqlContext as _};
 
 /// The MariaDB adapter. Cheap to clone (it holds a pool).
 #[derive(Debug, Clone)]
@@ -57,7 +59,7 @@ impl MariaDbPaymentRepository {
             .await
             .map_err(|e| match classify(&e) {
                 DbFailure::Duplicate(_) => StoreError::AlreadyProcessed(entry.clone()),
-                _ => unexpected(e, "insert inbox record"),
+                _ => store_error(e, "insert inbox record"),
             })?;
         Ok(())
     }
@@ -69,7 +71,9 @@ impl MariaDbPaymentRepository {
             payment_id,
             expected_version: append.expected_version,
         };
-        let appended = u64::try_from(append.events.len()).context("event count")?;
+        let appended = u64::try_from(append.events.len())
+            .context("event count")
+            .map_err(StoreError::Unexpected)?;
         if append.expected_version + appended != payment.version() {
             return Err(StoreError::Unexpected(anyhow::anyhow!(
                 "state version {} does not follow version {} plus {appended} events",
@@ -92,7 +96,7 @@ impl MariaDbPaymentRepository {
             .await
             .map_err(|e| match classify(&e) {
                 DbFailure::Duplicate(_) | DbFailure::Deadlock => conflict(),
-                _ => unexpected(e, "append event"),
+                _ => store_error(e, "append event"),
             })?;
         }
         if append.expected_version == 0 {
@@ -105,33 +109,100 @@ impl MariaDbPaymentRepository {
                 StoreError::DuplicateOrder(payment.order_id().clone())
             }
             DbFailure::Duplicate(_) | DbFailure::Deadlock => conflict(),
-            _ => unexpected(e, "write payment projection"),
+            _ => store_error(e, "write payment projection"),
         })
         .and_then(|rows| if rows == 1 { Ok(()) } else { Err(conflict()) })
     }
-}
 
-impl PaymentRepository for MariaDbPaymentRepository {
-    async fn load(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
-        let events = self.events(id).await?;
-        if events.is_empty() {
-            return Ok(None);
-        }
-        Payment::replay(events.iter().map(|recorded| &recorded.event))
-            .map(Some)
-            .with_context(|| format!("replay payment {id}"))
-            .map_err(StoreError::Unexpected)
-    }
-
-    async fn find_by_order(&self, order_id: &OrderId) -> Result<Option<Payment>, StoreError> {
+    async fn payment_id_of(&self, order_id: &OrderId) -> Result<Option<PaymentId>, StoreError> {
         let id: Option<String> =
             sqlx::query_scalar("SELECT payment_id FROM payments WHERE order_id = ?")
                 .bind(order_id.as_str())
                 .fetch_optional(&self.pool)
                 .await
-                .context("find payment by order id")?;
-        match id {
-            Some(id) => self.load(id.parse().context("stored payment id")?).await,
+                .store_context("find payment by order id")?;
+        id.map(|id| {
+            id.parse()
+                .context("stored payment id")
+                .map_err(StoreError::Unexpected)
+        })
+        .transpose()
+    }
+}
+
+/// The fold of a stored stream (`None` when it is empty).
+fn replay(id: PaymentId, history: &[RecordedEvent]) -> Result<Option<Payment>, StoreError> {
+    if history.is_empty() {
+        return Ok(None);
+    }
+    Payment::replay(history.iter().map(|recorded| &recorded.event))
+        .map(Some)
+        .with_context(|| format!("replay payment {id}"))
+        .map_err(StoreError::Unexpected)
+}
+
+impl PaymentRepository for MariaDbPaymentRepository {
+    async fn load(&self, which: &PaymentRef) -> Result<Option<Snapshot>, StoreError> {
+        let id = match which {
+            PaymentRef::Id(id) => *id,
+            PaymentRef::Order(order_id) => match self.payment_id_of(order_id).await? {
+                Some(id) => id,
+                None => return Ok(None),
+            },
+        };
+        let history = self.events(id).await?;
+        let Some(payment) = replay(id, &history)? else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            payment,
+            history,
+            transactions: self.transactions(id).await?,
+        }))
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let now = commit
+            .append
+            .as_ref()
+            .map_or_else(Utc::now, |a| a.occurred_at);
+        let mut tx = self.pool.begin().await.store_context("begin transaction")?;
+        if let Some(entry) = &commit.inbox {
+            Self::insert_inbox(&mut tx, entry, now).await?;
+        }
+        if let Some(append) = &commit.append {
+            Self::append(&mut tx, append).await?;
+        }
+        for transaction in &commit.transactions {
+            upsert_transaction(&mut tx, transaction)
+                .await
+                .store_context("write payment transaction")?;
+        }
+        for message in &commit.outbox {
+            insert_outbox(&mut tx, message)
+                .await
+                .store_context("write outbox message")?;
+        }
+        tx.commit().await.store_context("commit transaction")?;
+        if let Some(signal) = self
+            .outbox_committed
+            .as_ref()
+            .filter(|_| !commit.outbox.is_empty())
+        {
+            signal.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl PaymentQueries for MariaDbPaymentRepository {
+    async fn payment(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
+        replay(id, &self.events(id).await?)
+    }
+
+    async fn find_by_order(&self, order_id: &OrderId) -> Result<Option<Payment>, StoreError> {
+        match self.payment_id_of(order_id).await? {
+            Some(id) => self.payment(id).await,
             None => Ok(None),
         }
     }
@@ -144,7 +215,7 @@ impl PaymentRepository for MariaDbPaymentRepository {
         .bind(id.to_string())
         .fetch_all(&self.pool)
         .await
-        .context("read payment events")?;
+        .store_context("read payment events")?;
         rows.into_iter()
             .zip(1_u64..)
             .map(|(row, expected)| {
@@ -172,7 +243,7 @@ impl PaymentRepository for MariaDbPaymentRepository {
         .bind(id.to_string())
         .fetch_all(&self.pool)
         .await
-        .context("read payment transactions")?;
+        .store_context("read payment transactions")?;
         rows.into_iter()
             .map(TransactionRow::into_transaction)
             .collect::<anyhow::Result<_>>()
@@ -194,7 +265,7 @@ impl PaymentRepository for MariaDbPaymentRepository {
         .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .context("find stale payments")?;
+        .store_context("find stale payments")?;
         ids.iter()
             .map(|id| id.parse().context("stored payment id"))
             .collect::<anyhow::Result<_>>()
@@ -217,49 +288,12 @@ impl PaymentRepository for MariaDbPaymentRepository {
         .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .context("find unsettled transactions")?;
+        .store_context("find unsettled transactions")?;
         rows.into_iter()
             .map(TransactionRow::into_transaction)
             .collect::<anyhow::Result<_>>()
             .map_err(StoreError::Unexpected)
     }
-
-    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        let now = commit
-            .append
-            .as_ref()
-            .map_or_else(Utc::now, |a| a.occurred_at);
-        let mut tx = self.pool.begin().await.context("begin transaction")?;
-        if let Some(entry) = &commit.inbox {
-            Self::insert_inbox(&mut tx, entry, now).await?;
-        }
-        if let Some(append) = &commit.append {
-            Self::append(&mut tx, append).await?;
-        }
-        for transaction in &commit.transactions {
-            upsert_transaction(&mut tx, transaction)
-                .await
-                .map_err(|e| unexpected(e, "write payment transaction"))?;
-        }
-        for message in &commit.outbox {
-            insert_outbox(&mut tx, message)
-                .await
-                .map_err(|e| unexpected(e, "write outbox message"))?;
-        }
-        tx.commit().await.context("commit transaction")?;
-        if let Some(signal) = self
-            .outbox_committed
-            .as_ref()
-            .filter(|_| !commit.outbox.is_empty())
-        {
-            signal.notify_one();
-        }
-        Ok(())
-    }
-}
-
-fn unexpected(error: sqlx::Error, what: &'static str) -> StoreError {
-    StoreError::Unexpected(anyhow::Error::new(error).context(what))
 }
 
 /// The columns a [`TransactionRow`] is read from.
@@ -328,7 +362,9 @@ struct EventRow {
 /// The `data` column: the event's fields without its type tag (which has
 /// its own column).
 fn event_data(event: &PaymentEvent) -> Result<String, StoreError> {
-    let mut value = serde_json::to_value(event).context("serialize event")?;
+    let mut value = serde_json::to_value(event)
+        .context("serialize event")
+        .map_err(StoreError::Unexpected)?;
     let data = value
         .get_mut("data")
         .map(serde_json::Value::take)
