@@ -11,6 +11,6 @@ pub use ids::{IdError, OrderId, PaymentId, PaymentKey, TransactionId, UserId};
 pub use money::{amount_from_json, parse_amount, Currency, Money, MoneyError};
 pub use payment::{
     apply, decide, execute, Failure, Payment, PaymentCommand, PaymentError, PaymentEvent,
-    PaymentStatus, PendingCancel, ReplayError,
+    PaymentStatus, PendingCancel, ReplayError, NOT_APPROVED, ORDER_CANCELED,
 };
 pub use transaction::{AlreadySettled, PaymentTransaction, TransactionKind, TransactionStatus};
