@@ -204,8 +204,10 @@ async fn get_scenario(State(shared): State<Arc<Shared>>) -> Reply {
 
 async fn put_scenario(State(shared): State<Arc<Shared>>, body: Bytes) -> Reply {
     match serde_json::from_slice::<Scenario>(&body) {
-        Ok(Scenario::Decline { status, .. }) if !(400..=599).contains(&status) => {
-            Reply::invalid_request("a decline's status must be 400-599")
+        Ok(Scenario::Decline { status, .. } | Scenario::ProcessThenError { status, .. })
+            if !(400..=599).contains(&status) =>
+        {
+            Reply::invalid_request("an error's status must be 400-599")
         }
         Ok(scenario) => {
             shared.set_scenario(scenario.clone());

@@ -33,11 +33,13 @@
 //!   later request with that key on the same route, whatever its body and
 //!   whatever the scenario is by then; a request that arrives while the first
 //!   is still being processed gets `409 IDEMPOTENT_REQUEST_PROCESSING`; a key
-//!   over 300 characters (or empty) is `400 INVALID_IDEMPOTENCY_KEY`. A
-//!   `5xx` is kept like any answer: after a `500`, the same key answers `500`
-//!   again, so a client learns the truth by a lookup, not by retrying. Keys are scoped by
-//!   route (Toss scopes them by API key, URL and method), so one key may be
-//!   used for a confirm and for a cancel. `GET`s ignore the header.
+//!   over 300 characters (or empty) is `400 INVALID_IDEMPOTENCY_KEY`. Error
+//!   answers are kept and replayed like any other: a key that got
+//!   `400 PROVIDER_ERROR` gets it again for 15 days, even where the work was
+//!   done ([`Scenario::ProcessThenError`]), so a client learns the outcome by
+//!   a lookup, never by re-sending. Keys are scoped by route (Toss scopes
+//!   them by API key, URL and method), so one key may be used for a confirm
+//!   and for a cancel. `GET`s ignore the header.
 //! * The Payment object (version 2022-11-16): `mId`, `lastTransactionKey`
 //!   (32 upper-case hex digits, renewed by every cancel), `status`,
 //!   `requestedAt`/`approvedAt` in `+09:00`, `totalAmount`, `balanceAmount`,
@@ -65,6 +67,14 @@
 //! * Nothing expires: no 10-minute confirm window, no refund deadlines.
 //! * Failures are switched on by a [`Scenario`] instead of by Toss's
 //!   `TossPayments-Test-Code` header.
+//! * A `5xx` answer is not kept: it frees its `Idempotency-Key`, and the next
+//!   request with that key is processed afresh (Toss's documentation says
+//!   only that a key's first answer is replayed). For a confirm that is
+//!   harmless (the payment refuses a second approval with
+//!   `ALREADY_PROCESSED_PAYMENT`); a cancel that was done before its `500`
+//!   ([`Scenario::ProcessThenServerError`]) and is re-sent refunds again if
+//!   the balance allows. A client must settle a `5xx` by a lookup either
+//!   way; the fake makes the blind re-send visibly wrong.
 //!
 //! # Use
 //!
@@ -162,6 +172,8 @@ pub fn basic_auth(secret_key: &str) -> String {
 /// `{"kind":"approve"}`, `{"kind":"decline","code":"REJECT_CARD_PAYMENT",
 /// "message":"…","status":403}` (`message` and `status` may be left out),
 /// `{"kind":"server_error"}`, `{"kind":"process_then_server_error"}`,
+/// `{"kind":"process_then_error","code":"PROVIDER_ERROR"}` (`message` and
+/// `status`, default 400, may be left out),
 /// `{"kind":"delay","millis":3000}` (alias `process_then_delay`),
 /// `{"kind":"delay_then_process","millis":3000}`.
 ///
@@ -195,6 +207,22 @@ pub enum Scenario {
     /// even a refusal): the caller cannot tell that the work was done without
     /// looking it up.
     ProcessThenServerError,
+    /// Process (approve or cancel) but answer `status` with `{code,
+    /// message}` (whatever processing said): Toss moved the money and
+    /// reported an error such as `400 PROVIDER_ERROR`. A 4xx is kept for the
+    /// request's `Idempotency-Key` like any answer, so re-sending with the
+    /// key replays the same error and moves no more money; only a lookup
+    /// shows what was done. (A 5xx frees the key, as for every 5xx.)
+    ProcessThenError {
+        /// Toss's error code, e.g. `PROVIDER_ERROR`.
+        code: String,
+        /// The message Toss would give.
+        #[serde(default = "default_process_then_error_message")]
+        message: String,
+        /// The HTTP status, 400–599 (another value answers 400).
+        #[serde(default = "default_process_then_error_status")]
+        status: u16,
+    },
     /// Process at once, then wait `millis` before answering (every answer,
     /// errors too), so a client that times out leaves the work done at Toss.
     /// Meanwhile the request's `Idempotency-Key` is "being processed".
@@ -218,6 +246,14 @@ fn default_decline_message() -> String {
 
 const fn default_decline_status() -> u16 {
     403
+}
+
+fn default_process_then_error_message() -> String {
+    "일시적인 오류가 발생했습니다. 잠시 후 다시 시도해주세요.".to_owned()
+}
+
+const fn default_process_then_error_status() -> u16 {
+    400
 }
 
 impl Scenario {
@@ -430,6 +466,17 @@ mod tests {
         assert_eq!(
             serde_json::to_value(Scenario::ProcessThenServerError).unwrap(),
             serde_json::json!({"kind": "process_then_server_error"})
+        );
+        let done_but_error: Scenario =
+            serde_json::from_str(r#"{"kind":"process_then_error","code":"PROVIDER_ERROR"}"#)
+                .unwrap();
+        assert_eq!(
+            done_but_error,
+            Scenario::ProcessThenError {
+                code: "PROVIDER_ERROR".into(),
+                message: default_process_then_error_message(),
+                status: 400,
+            }
         );
         assert_eq!(Scenario::default(), Scenario::Approve);
     }

@@ -53,6 +53,18 @@ struct Refusal {
 }
 
 impl Refusal {
+    /// A scenario's error; a `status` outside 400–599 answers 400.
+    fn new(status: u16, code: String, message: String) -> Self {
+        let status = StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .unwrap_or(StatusCode::BAD_REQUEST);
+        Self {
+            status,
+            body: ErrorBody { code, message },
+        }
+    }
+
     fn reply(&self) -> Reply {
         Reply::json(self.status, &self.body)
     }
@@ -114,20 +126,21 @@ impl Shared {
                 message,
                 status,
             } => {
-                let status = StatusCode::from_u16(status)
-                    .ok()
-                    .filter(|s| s.is_client_error() || s.is_server_error())
-                    .unwrap_or(StatusCode::BAD_REQUEST);
-                let refusal = Refusal {
-                    status,
-                    body: ErrorBody { code, message },
-                };
+                let refusal = Refusal::new(status, code, message);
                 (run(Some(&refusal)), None)
             }
             Scenario::ServerError => (Reply::server_error(), None),
             Scenario::ProcessThenServerError => {
                 let _done_but_unsaid = run(None);
                 (Reply::server_error(), None)
+            }
+            Scenario::ProcessThenError {
+                code,
+                message,
+                status,
+            } => {
+                let _done_but_unsaid = run(None);
+                (Refusal::new(status, code, message).reply(), None)
             }
             Scenario::Delay { millis } => (run(None), Some(Duration::from_millis(millis))),
             // The wait happened before `process` (see `post_api`).

@@ -134,9 +134,12 @@ impl Shared {
         }
     }
 
-    /// Stores the answer for replay — except a 5xx, which frees the key: a
-    /// server error is no answer, and the client may retry under the same
-    /// key (the payment's own state still refuses a second approval).
+    /// Stores the answer for replay, error answers included (a
+    /// `400 PROVIDER_ERROR` is replayed for 15 days like a `200`) — except a
+    /// 5xx, which frees the key: the next request with it is processed
+    /// afresh. A confirm then meets `ALREADY_PROCESSED_PAYMENT` if it was
+    /// done; a cancel that was done is done AGAIN if the balance allows (see
+    /// the crate docs: a client settles a 5xx by a lookup, not a re-send).
     pub(crate) fn settle_key(&self, route: String, key: String, reply: &Reply) {
         let mut inner = self.lock();
         if reply.status.is_server_error() {
