@@ -474,3 +474,24 @@ async fn a_refund_message_is_recorded_in_the_inbox_with_its_reservation(
     assert_eq!(rows, 1);
     w.app.stop().await.unwrap();
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_cancel_path_naming_no_payment_is_a_400_whatever_its_length(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::Off, 5_000).await;
+    let long_id = "x".repeat(120);
+    let response = w
+        .cancel(
+            &long_id,
+            Some("long-1"),
+            &json!({ "cancelReason": "any", "cancelAmount": 1000 }),
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "INVALID_REQUEST");
+    assert_eq!(body["errors"][0]["field"], "paymentId");
+    w.app.stop().await.unwrap();
+}

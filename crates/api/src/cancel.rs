@@ -93,6 +93,12 @@ pub(crate) async fn cancel<R: PaymentRepository, G: PaymentGateway, K: Idempoten
         )
         .into_response();
     };
+    if PaymentId::from_str(&raw_id).is_err() {
+        // Names no payment, so it can change nothing: answered (400) without
+        // claiming the key, and a path of any length never reaches the store.
+        let (status, content) = run(&state.cancel, &raw_id, key, &headers, &body).await;
+        return replay(status.as_u16(), content);
+    }
     let scope = format!("cancel:{raw_id}");
     let fingerprint = format!("{:x}", Sha256::digest(&body));
     match state.keys.claim(&scope, key, &fingerprint).await {

@@ -356,3 +356,41 @@ impl From<NoticeError> for Problem {
         Self::failed(error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi as _;
+
+    use super::*;
+
+    const ALL: [ProblemCode; 14] = [
+        ProblemCode::InvalidRequest,
+        ProblemCode::IdempotencyKeyRequired,
+        ProblemCode::AmountMismatch,
+        ProblemCode::PaymentDeclined,
+        ProblemCode::CancelDeclined,
+        ProblemCode::PaymentNotFound,
+        ProblemCode::PaymentInProgress,
+        ProblemCode::PaymentNotConfirmable,
+        ProblemCode::PaymentNotCancelable,
+        ProblemCode::IdempotencyKeyInUse,
+        ProblemCode::NotCancelableAmount,
+        ProblemCode::IdempotencyKeyReused,
+        ProblemCode::InternalError,
+        ProblemCode::ServiceUnavailable,
+    ];
+
+    #[test]
+    fn every_code_is_spelled_once_the_same_in_bodies_and_in_the_openapi_document() {
+        let document = serde_json::to_value(crate::ApiDoc::openapi()).unwrap();
+        let documented = &document["components"]["schemas"]["ProblemCode"]["enum"];
+        let spelled: Vec<&str> = ALL.iter().map(|code| code.as_str()).collect();
+        assert_eq!(*documented, json!(spelled));
+        for code in ALL {
+            let body = Problem::new(code, "x").body();
+            assert_eq!(body["code"], code.as_str());
+            assert_eq!(body["status"], code.status().as_u16());
+            assert_eq!(body["title"], code.title());
+        }
+    }
+}
