@@ -3,8 +3,8 @@
 //! Each round claims the oldest rows with `FOR UPDATE SKIP LOCKED` (so
 //! several service instances never claim the same row), publishes them with
 //! the idempotent producer (topic = `aggregatetype`, key = `aggregateid`,
-//! value = the CloudEvent; headers `id`, `eventType`, `traceparent`), waits
-//! for the broker's acks, and deletes exactly the acked rows in the same
+//! value = the CloudEvent; headers `id`, `eventType`, `traceparent`; record
+//! timestamp = the row's `created_at`), waits for the broker's acks, and deletes exactly the acked rows in the same
 //! transaction. Dying between publish and delete republishes the same event
 //! id later: duplicates are possible, losses are not.
 //!
@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use sqlx::{Acquire as _, MySqlPool, QueryBuilder};
@@ -66,6 +67,7 @@ struct Row {
     event_type: String,
     payload: String,
     traceparent: Option<String>,
+    created_at: DateTime<Utc>,
 }
 
 impl OutboxRelay {
@@ -137,8 +139,8 @@ impl OutboxRelay {
             .await
             .context("begin relay transaction")?;
         let claimed: Vec<Row> = sqlx::query_as(
-            "SELECT seq, id, aggregatetype, aggregateid, type, payload, traceparent FROM outbox \
-             ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED",
+            "SELECT seq, id, aggregatetype, aggregateid, type, payload, traceparent, created_at \
+             FROM outbox ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED",
         )
         .bind(self.settings.batch_size)
         .fetch_all(&mut *tx)
@@ -177,7 +179,9 @@ impl OutboxRelay {
     async fn publish(&self, rows: &[&Row]) -> Vec<u64> {
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in rows {
-            let mut headers = OwnedHeaders::new_with_capacity(3)
+            // As Debezium's Outbox Event Router puts them: `traceparent` is
+            // always there, with no value when the row has none.
+            let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header {
                     key: "id",
                     value: Some(row.id.as_str()),
@@ -185,17 +189,17 @@ impl OutboxRelay {
                 .insert(Header {
                     key: "eventType",
                     value: Some(row.event_type.as_str()),
-                });
-            if let Some(traceparent) = &row.traceparent {
-                headers = headers.insert(Header {
+                })
+                .insert(Header {
                     key: "traceparent",
-                    value: Some(traceparent.as_str()),
+                    value: row.traceparent.as_deref(),
                 });
-            }
+            // Debezium truncates DATETIME(6) to milliseconds, and so do we.
             let record = FutureRecord::to(&row.aggregatetype)
                 .key(&row.aggregateid)
                 .payload(&row.payload)
-                .headers(headers);
+                .headers(headers)
+                .timestamp(row.created_at.timestamp_millis());
             // `send` waits for room in the local queue, then for the ack.
             deliveries.push(async move {
                 (

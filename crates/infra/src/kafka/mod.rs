@@ -68,6 +68,9 @@ impl KafkaSettings {
     pub fn producer(&self) -> anyhow::Result<FutureProducer> {
         self.client_config()
             .set("enable.idempotence", "true")
+            // Kafka's Java partitioner (what Debezium's Connect uses), so a
+            // key lands on the same partition whichever relay sent it.
+            .set("partitioner", "murmur2_random")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "30000")
