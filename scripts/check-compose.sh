@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Lint docker-compose.yml without a Docker engine: the Compose Specification's
-# JSON schema (the copy vendored in check-jsonschema) catches misspelt or
-# misplaced keys; where the Compose v2 plugin is installed (it needs no
-# daemon), `docker compose config -q` runs too, for the default and the
-# debezium profile.
+# Lint docker-compose.yml (and docker/*.yml, its local-image override) without
+# a Docker engine: the Compose Specification's JSON schema (the copy vendored
+# in check-jsonschema) catches misspelt or misplaced keys; where the Compose
+# v2 plugin is installed (it needs no daemon), `docker compose config -q`
+# runs too, for the default and the debezium profile.
 #
 # Usage: scripts/check-compose.sh
 #
@@ -35,12 +35,20 @@ if [[ "$(cat "$VENV/.installed" 2>/dev/null)" != "$VALIDATOR" ]]; then
     exec 9>&-
 fi
 
-"$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$COMPOSE"
+shopt -s nullglob
+"$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$COMPOSE" "$ROOT"/docker/*.yml
 
 if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
-    docker compose --project-directory "$ROOT" -f "$COMPOSE" config -q
-    docker compose --project-directory "$ROOT" -f "$COMPOSE" --profile debezium config -q
-    echo "check-compose: docker compose config -q: ok (default and debezium profiles)"
+    # config FILE...: resolves the files for the default and debezium profiles.
+    config() {
+        local -a args=(compose --project-directory "$ROOT")
+        for file in "$@"; do args+=(-f "$file"); done
+        docker "${args[@]}" config -q
+        docker "${args[@]}" --profile debezium config -q
+    }
+    config "$COMPOSE"
+    for override in "$ROOT"/docker/*.yml; do config "$COMPOSE" "$override"; done
+    echo "check-compose: docker compose config -q: ok (default and debezium profiles, alone and with each docker/*.yml)"
 else
     echo "check-compose: docker compose config: skipped (no Compose v2 plugin here)"
 fi
