@@ -309,6 +309,36 @@ EOF
     mv -f "$WORKER.tmp" "$WORKER"
 }
 
+# The schema history topic of the connector file.
+history_topic() {
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["schema.history.internal.kafka.topic"])' \
+        "$CONF/payment-outbox-connector.json"
+}
+
+broker_has_topic() {
+    timeout 5 "$STACK_TANSU" topic list --broker "tcp://$PAYMENT__KAFKA__BROKERS" 2>/dev/null |
+        grep -qF "\"name\":\"$1\""
+}
+
+# Connect's offsets and the schema history topic belong together: Tansu keeps
+# topics in memory, so after a broker restart the history is gone and the
+# connector would refuse to start from its stored offsets. Start over then
+# (at the binlog's end: rows written meanwhile are not relayed).
+check_history() {
+    local topic
+    topic="$(history_topic)"
+    if [[ -s $OFFSETS ]] && ! broker_has_topic "$topic"; then
+        log "connect: the broker has no $topic (restarted?); dropping Connect's offsets"
+        rm -f "$OFFSETS"
+    elif [[ ! -s $OFFSETS ]] && broker_has_topic "$topic"; then
+        # A history without offsets (after DEBEZIUM_RESET or a lost offsets
+        # file) describes another datadir: start it afresh.
+        log "connect: deleting the stale $topic"
+        timeout 10 "$STACK_TANSU" topic delete --broker "tcp://$PAYMENT__KAFKA__BROKERS" "$topic" >/dev/null ||
+            die "could not delete $topic"
+    fi
+}
+
 connect_running() { pid_matches "$(read_pid "$JVM_PID")" OutboxConnect; }
 
 connect_up() {
@@ -323,6 +353,7 @@ connect_up() {
     fi
     need_java
     write_worker
+    check_history
     rm -f "$JVM_READY" "$JVM_PID"
     [[ -f $JVM_LOG ]] && mv -f "$JVM_LOG" "$JVM_LOG.old"
     log "connect: starting (log: $JVM_LOG)"
