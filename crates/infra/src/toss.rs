@@ -4,7 +4,11 @@
 //! key, the Payment object, `{code, message}` errors, and which codes mean a
 //! definitive decline versus an outcome nobody knows yet ([`classify`]).
 //! Every POST carries the caller's `Idempotency-Key` (Toss keeps keys 15
-//! days), so a retried confirm can never charge twice.
+//! days), so a retried confirm can never charge twice. A payment key, which
+//! may come from an unauthenticated webhook, enters a URL only as one
+//! percent-encoded path segment; a lookup finds "no payment" only when Toss
+//! says `NOT_FOUND_PAYMENT`. Amounts travel as Toss writes them: exact JSON
+//! numbers in the currency's unit (`wire_amount`).
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -18,7 +22,7 @@ use payment_application::{
 };
 use payment_domain::{Currency, Failure, Money, OrderId, PaymentKey};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
-use reqwest::StatusCode;
+use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::json;
@@ -63,25 +67,48 @@ pub struct TossSettings {
     pub read_timeout: Duration,
 }
 
+/// The one Toss code that means "Toss has no such payment". Any other 404
+/// (a wrong base URL, a route Toss does not have, a proxy's page) is a failed
+/// lookup, never "no payment": reading it as absence would let the caller
+/// conclude that money never moved.
+pub const NOT_FOUND_PAYMENT: &str = "NOT_FOUND_PAYMENT";
+
 /// The Toss client. Cheap to clone.
 #[derive(Clone)]
 pub struct TossGateway {
     http: reqwest::Client,
-    base_url: String,
+    base_url: Url,
 }
 
 impl std::fmt::Debug for TossGateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TossGateway")
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.base_url.as_str())
             .finish_non_exhaustive()
     }
 }
 
+/// A payment key as one URL path segment, or `None` for a key that cannot
+/// be one (`.` or `..` would be read as a dot segment and climb the path;
+/// Toss issues no such key). Everything else is percent-encoded by
+/// [`TossGateway::endpoint`], so a key (from a webhook, say) can never add
+/// a segment, a query or a fragment to the URL.
+fn key_segment(payment_key: &PaymentKey) -> Option<&str> {
+    let key = payment_key.as_str();
+    (!key.bytes().all(|b| b == b'.')).then_some(key)
+}
+
 impl TossGateway {
     /// # Errors
-    /// When the HTTP client cannot be built.
+    /// When the base URL is not an http(s) URL or the HTTP client cannot be
+    /// built.
     pub fn new(settings: &TossSettings) -> anyhow::Result<Self> {
+        let base_url = Url::parse(&settings.base_url).context("Toss base URL")?;
+        anyhow::ensure!(
+            matches!(base_url.scheme(), "http" | "https") && !base_url.cannot_be_a_base(),
+            "Toss base URL must be an http(s) URL, got {:?}",
+            settings.base_url
+        );
         let credentials = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:", settings.secret_key.expose_secret()));
         let mut authorization = HeaderValue::from_str(&format!("Basic {credentials}"))
@@ -96,10 +123,18 @@ impl TossGateway {
             .user_agent(concat!("payment-service/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("build Toss HTTP client")?;
-        Ok(Self {
-            http,
-            base_url: settings.base_url.trim_end_matches('/').to_owned(),
-        })
+        Ok(Self { http, base_url })
+    }
+
+    /// The base URL with `segments` appended, each percent-encoded as one
+    /// path segment (`/`, `?`, `#`, `%` and `\` included).
+    fn endpoint(&self, segments: &[&str]) -> Url {
+        let mut url = self.base_url.clone();
+        // Never fails: `new` refused a base URL that cannot take a path.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
     }
 
     /// Reads a POST's answer into an outcome class (see [`classify`]).
@@ -142,30 +177,29 @@ impl TossGateway {
         }
     }
 
-    async fn lookup_at(&self, path: &str) -> Result<Option<GatewayPayment>, LookupFailed> {
+    async fn lookup_at(&self, url: Url) -> Result<Option<GatewayPayment>, LookupFailed> {
+        let path = url.path().to_owned();
+        let failed = |what: String| LookupFailed(format!("GET {path}: {what}"));
         let response = self
             .http
-            .get(format!("{}{path}", self.base_url))
+            .get(url)
             .send()
             .await
-            .map_err(|e| LookupFailed(format!("GET {path}: {e}")))?;
+            .map_err(|e| failed(e.to_string()))?;
         let status = response.status();
-        if status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| LookupFailed(format!("GET {path}: {e}")))?;
+        let body = response.bytes().await.map_err(|e| failed(e.to_string()))?;
         if !status.is_success() {
             let code = serde_json::from_slice::<TossError>(&body)
                 .map(|e| e.code)
                 .unwrap_or_default();
-            return Err(LookupFailed(format!("GET {path}: {status} {code}")));
+            if status == StatusCode::NOT_FOUND && code == NOT_FOUND_PAYMENT {
+                return Ok(None);
+            }
+            return Err(failed(format!("{status} {code}")));
         }
         parse_payment(&body)
             .map(Some)
-            .map_err(|e| LookupFailed(format!("GET {path}: {e:#}")))
+            .map_err(|e| failed(format!("{e:#}")))
     }
 }
 
@@ -178,7 +212,7 @@ impl PaymentGateway for TossGateway {
         });
         let sent = self
             .http
-            .post(format!("{}/v1/payments/confirm", self.base_url))
+            .post(self.endpoint(&["v1", "payments", "confirm"]))
             .header("Idempotency-Key", &request.idempotency_key)
             .json(&body)
             .send()
@@ -191,12 +225,18 @@ impl PaymentGateway for TossGateway {
             "cancelReason": request.reason,
             "cancelAmount": wire_amount(request.amount),
         });
+        let Some(key) = key_segment(&request.payment_key) else {
+            return GatewayOutcome::Declined(Failure {
+                code: "INVALID_PAYMENT_KEY".to_owned(),
+                message: format!(
+                    "{:?} cannot be a Toss payment key; nothing was sent",
+                    request.payment_key.as_str()
+                ),
+            });
+        };
         let sent = self
             .http
-            .post(format!(
-                "{}/v1/payments/{}/cancel",
-                self.base_url, request.payment_key
-            ))
+            .post(self.endpoint(&["v1", "payments", key, "cancel"]))
             .header("Idempotency-Key", &request.idempotency_key)
             .json(&body)
             .send()
@@ -208,7 +248,7 @@ impl PaymentGateway for TossGateway {
         &self,
         order_id: &OrderId,
     ) -> Result<Option<GatewayPayment>, LookupFailed> {
-        self.lookup_at(&format!("/v1/payments/orders/{order_id}"))
+        self.lookup_at(self.endpoint(&["v1", "payments", "orders", order_id.as_str()]))
             .await
     }
 
@@ -216,7 +256,15 @@ impl PaymentGateway for TossGateway {
         &self,
         payment_key: &PaymentKey,
     ) -> Result<Option<GatewayPayment>, LookupFailed> {
-        self.lookup_at(&format!("/v1/payments/{payment_key}")).await
+        let Some(key) = key_segment(payment_key) else {
+            tracing::warn!(
+                payment_key = payment_key.as_str(),
+                "not a Toss payment key: no such payment"
+            );
+            return Ok(None);
+        };
+        self.lookup_at(self.endpoint(&["v1", "payments", key]))
+            .await
     }
 }
 
@@ -332,6 +380,23 @@ mod tests {
     use rust_decimal::Decimal;
 
     use super::*;
+
+    #[test]
+    fn endpoints_keep_each_segment_whole_under_the_base_path() {
+        let toss = TossGateway::new(&TossSettings {
+            base_url: "http://127.0.0.1:9/toss/".to_owned(),
+            secret_key: "k".to_owned().into(),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        let url = toss.endpoint(&["v1", "payments", r"a\b/c?d#e%f", "cancel"]);
+        assert_eq!(url.path(), "/toss/v1/payments/a%5Cb%2Fc%3Fd%23e%25f/cancel");
+        assert_eq!(url.query(), None);
+        assert_eq!(url.fragment(), None);
+        assert!(key_segment(&PaymentKey::parse("..").unwrap()).is_none());
+        assert!(key_segment(&PaymentKey::parse("a..b").unwrap()).is_some());
+    }
 
     #[test]
     fn toss_amounts_are_exact_numbers_in_the_currency_unit() {

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use payment_application::{ConfirmRequest, GatewayOutcome, GatewayStatus, PaymentGateway};
+use payment_application::{
+    ConfirmRequest, GatewayOutcome, GatewayPayment, GatewayStatus, LookupFailed, PaymentGateway,
+};
 use payment_domain::{Currency, Money, OrderId, PaymentKey};
 use payment_infra::toss::{TossGateway, TossSettings};
 use rust_decimal::Decimal;
@@ -229,4 +231,90 @@ async fn the_secret_never_shows_in_debug_output() {
     let debug = format!("{:?}", gateway(&server, Duration::from_secs(1)));
     assert!(!debug.contains(SECRET), "{debug}");
     assert!(!debug.contains("d2lyZW1vY2stc2Vj"), "{debug}");
+}
+
+async fn lookup(toss: &TossGateway, key: &str) -> Result<Option<GatewayPayment>, LookupFailed> {
+    toss.lookup(&PaymentKey::parse(key).unwrap()).await
+}
+
+/// Toss's "no such payment" at `at`, expected `times` times.
+async fn not_found_payment_at(server: &MockServer, at: &str, times: u64) {
+    Mock::given(method("GET"))
+        .and(path(at))
+        .respond_with(toss_error(404, "NOT_FOUND_PAYMENT"))
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn only_not_found_payment_means_no_payment() {
+    let server = MockServer::start().await;
+    // A 404 of another kind: a wrong base URL, a route Toss does not have.
+    Mock::given(method("GET"))
+        .and(path("/v1/payments/tgen_wrong_route"))
+        .respond_with(toss_error(404, "NOT_FOUND"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/payments/tgen_bare_404"))
+        .respond_with(ResponseTemplate::new(404).set_body_string("<html>Not Found</html>"))
+        .mount(&server)
+        .await;
+    not_found_payment_at(&server, "/v1/payments/tgen_unknown", 1).await;
+    let toss = gateway(&server, Duration::from_secs(5));
+
+    assert_eq!(lookup(&toss, "tgen_unknown").await, Ok(None));
+    let wrong_route = lookup(&toss, "tgen_wrong_route").await;
+    assert!(wrong_route.is_err(), "{wrong_route:?}");
+    let bare = lookup(&toss, "tgen_bare_404").await;
+    assert!(bare.is_err(), "{bare:?}");
+}
+
+#[tokio::test]
+async fn a_payment_key_cannot_leave_its_path_segment() {
+    let server = MockServer::start().await;
+    // What a crafted key would reach if it were pasted into the path.
+    Mock::given(method("GET"))
+        .and(path("/v1/payments/orders/order-toss-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(toss_payment("DONE")))
+        .expect(0)
+        .mount(&server)
+        .await;
+    not_found_payment_at(&server, "/v1/payments/x%2F..%2Forders%2Forder-toss-1", 1).await;
+    not_found_payment_at(&server, "/v1/payments/tgen_1%3FpaymentKey=x%23y", 1).await;
+    let toss = gateway(&server, Duration::from_secs(5));
+
+    assert_eq!(lookup(&toss, "x/../orders/order-toss-1").await, Ok(None));
+    assert_eq!(lookup(&toss, "tgen_1?paymentKey=x#y").await, Ok(None));
+    // A dot segment cannot be a Toss key: refused without asking Toss.
+    assert_eq!(lookup(&toss, "..").await, Ok(None));
+    assert_eq!(lookup(&toss, ".").await, Ok(None));
+    server.verify().await;
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_cancel_puts_the_payment_key_in_one_encoded_segment() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payments/tgen%2F1%3Fa/cancel"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(toss_payment("CANCELED")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let toss = gateway(&server, Duration::from_secs(5));
+    let outcome = toss
+        .cancel(&payment_application::CancelRequest {
+            payment_key: PaymentKey::parse("tgen/1?a").unwrap(),
+            amount: Money::new(Decimal::from(15_000), Currency::Krw).unwrap(),
+            reason: "refund".into(),
+            idempotency_key: "cancel-key-1".into(),
+        })
+        .await;
+    assert!(
+        matches!(outcome, GatewayOutcome::Succeeded(_)),
+        "{outcome:?}"
+    );
+    server.verify().await;
 }
