@@ -92,11 +92,15 @@ log "confirmed: DONE ($(($(ms) - t2)) ms)"
 # The local broker is Tansu: its CLI reads a partition; Apache Kafka's
 # console consumer reads the topic.
 found=""
-for ((i = 0; i < WAIT_S; i++)); do
+deadline=$((SECONDS + WAIT_S))
+while ((SECONDS < deadline)); do
     if compose exec -T kafka sh -c 'command -v tansu' >/dev/null 2>&1; then
-        out="$(for p in 0 1 2; do
+        # Every partition the broker lists for the topic.
+        parts="$(compose exec -T kafka timeout 5 tansu topic list --broker tcp://localhost:9092 2>/dev/null |
+            python3 -c 'import json,sys; print(*[p["partition_index"] for t in json.load(sys.stdin) if t["name"] == sys.argv[1] for p in t["partitions"]])' "$TOPIC" 2>/dev/null || true)"
+        out="$(for p in $parts; do
             compose exec -T kafka timeout 10 tansu cat consume --broker tcp://localhost:9092 \
-                --partition "$p" --max-wait-time-ms 500 "$TOPIC" 2>/dev/null || true
+                --partition "$p" --max-wait-time-ms 300 "$TOPIC" 2>/dev/null || true
         done)"
     else
         out="$(compose exec -T kafka /opt/kafka/bin/kafka-console-consumer.sh \
@@ -110,6 +114,27 @@ for ((i = 0; i < WAIT_S; i++)); do
     sleep 1
 done
 [[ -n $found ]] || die "no PaymentCompletedEvent for $ORDER on $TOPIC after ${WAIT_S}s"
+# Exactly once here: a second copy would mean two relays ran (consumers
+# would dedupe it by id, but a clean stack must not produce it). Tansu's CLI
+# prints one JSON array of records per fetch.
+sleep 2
+copies="$(for p in ${parts:-}; do
+    compose exec -T kafka timeout 10 tansu cat consume --broker tcp://localhost:9092 \
+        --partition "$p" --max-wait-time-ms 300 "$TOPIC" 2>/dev/null || true
+done | python3 -c '
+import json, sys
+order, n = sys.argv[1], 0
+for line in sys.stdin:
+    line = line.strip()
+    if line.startswith("["):
+        for r in json.loads(line):
+            v = r.get("value") or {}
+            if v.get("type") == "PaymentCompletedEvent" and order in json.dumps(v):
+                n += 1
+print(n)' "$ORDER")"
+if [[ -n ${parts:-} && $copies != 1 ]]; then
+    die "PaymentCompletedEvent for $ORDER is on $TOPIC $copies times (two relays?)"
+fi
 t_event=$(($(ms) - t2))
 log "PaymentCompletedEvent on $TOPIC: ${found:0:200}"
 log "ok ($MODE relay): stack up ${t_up} ms, placed→READY ${t_ready} ms, confirm→event read ${t_event} ms"

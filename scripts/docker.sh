@@ -352,8 +352,17 @@ build_connect() {
 
 compose() { (cd "$ROOT" && docker compose "${COMPOSE_FILES[@]}" "$@"); }
 
+# Every profile of docker-compose.yml: `down` must remove the services of
+# profiles that are not active now too.
+ALL_PROFILES=(--profile debezium)
+
 up() {
     local t0=$SECONDS
+    # Back from debezium to embedded: `up` leaves services of inactive
+    # profiles running, and a Connect left over would relay a second time.
+    if [[ ,${COMPOSE_PROFILES:-}, != *,debezium,* ]]; then
+        compose "${ALL_PROFILES[@]}" rm -sf connect connect-init connect-ready >&2 2>/dev/null || true
+    fi
     compose up -d --wait --wait-timeout 300 >&2 || {
         compose ps -a >&2 || true
         compose logs --tail 30 >&2 || true
@@ -382,7 +391,7 @@ down)
         exit 0
     }
     install_compose
-    compose down -v --remove-orphans >&2
+    compose "${ALL_PROFILES[@]}" down -v --remove-orphans >&2
     ;;
 compose)
     engine
