@@ -272,55 +272,76 @@ fn the_router_is_set_to_publish_records_shaped_like_the_relays() {
     }
 }
 
+/// The router's view of every outbox row: column name → value as text, in
+/// `seq` order (NULL stays `None`).
+async fn rows_as_the_router_reads_them(
+    pool: &MySqlPool,
+    router: &Router,
+) -> Vec<HashMap<String, Option<String>>> {
+    let table = router.table();
+    let mut names = vec![
+        router.field("table.field.event.id", "id"),
+        router.field("table.field.event.key", "aggregateid"),
+        router.field("table.field.event.payload", "payload"),
+        router.field("route.by.field", "aggregatetype"),
+    ];
+    names.extend(router.placements().into_iter().map(|p| p.field));
+    let mut rows: Vec<HashMap<String, Option<String>>> = Vec::new();
+    for name in names {
+        let values: Vec<Option<String>> = sqlx::query_scalar(&format!(
+            "SELECT CAST({} AS CHAR) FROM {} ORDER BY seq",
+            quoted(&name),
+            quoted(&table)
+        ))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        rows.resize_with(values.len(), HashMap::new);
+        for (row, value) in rows.iter_mut().zip(values) {
+            row.insert(name.clone(), value);
+        }
+    }
+    rows
+}
+
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn the_relay_writes_exactly_the_headers_the_router_places_from_the_same_columns(
     pool: MySqlPool,
 ) {
     let topic = kafka::unique_topic("contracts.headers");
     kafka::create_topics(std::slice::from_ref(&topic)).await;
-    let id = Uuid::now_v7();
-    // Every optional column filled, so every placed header is due.
-    let message = OutboxMessage {
-        id,
-        topic: topic.clone(),
-        key: "payment-contract".into(),
-        event_type: "PaymentCreatedEvent".into(),
-        payload: json!({ "id": id, "subject": "payment-contract" }),
-        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-        created_at: Utc::now(),
-    };
+    // One row with every optional column filled, one with them NULL: the
+    // router places a header for a NULL column too (with no value).
+    let messages: Vec<OutboxMessage> = [
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        None,
+    ]
+    .into_iter()
+    .map(|traceparent| {
+        let id = Uuid::now_v7();
+        OutboxMessage {
+            id,
+            topic: topic.clone(),
+            key: "payment-contract".into(),
+            event_type: "PaymentCreatedEvent".into(),
+            payload: json!({ "id": id, "subject": "payment-contract" }),
+            traceparent: traceparent.map(str::to_owned),
+            created_at: Utc::now(),
+        }
+    })
+    .collect();
     MariaDbPaymentRepository::new(pool.clone())
         .commit(Commit {
-            outbox: vec![message],
+            outbox: messages,
             ..Commit::default()
         })
         .await
         .unwrap();
 
     let routers = routers();
-    // The row as the router would read it, column by column.
-    let mut row = HashMap::new();
+    let mut expected = Vec::new();
     for router in &routers {
-        let table = router.table();
-        let mut names = vec![
-            router.field("table.field.event.id", "id"),
-            router.field("table.field.event.key", "aggregateid"),
-            router.field("table.field.event.payload", "payload"),
-            router.field("route.by.field", "aggregatetype"),
-        ];
-        names.extend(router.placements().into_iter().map(|p| p.field));
-        for name in names {
-            let value: Option<String> = sqlx::query_scalar(&format!(
-                "SELECT CAST({} AS CHAR) FROM {}",
-                quoted(&name),
-                quoted(&table)
-            ))
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            let value = value.unwrap_or_else(|| panic!("{table}.{name} is null"));
-            row.insert(name, value);
-        }
+        expected.push(rows_as_the_router_reads_them(&pool, router).await);
     }
 
     let relay = OutboxRelay::new(
@@ -329,50 +350,58 @@ async fn the_relay_writes_exactly_the_headers_the_router_places_from_the_same_co
         RelaySettings::default(),
         Arc::new(Notify::new()),
     );
-    assert_eq!(relay.relay_once().await.unwrap(), 1);
-    let received =
-        kafka::read_until(&topic, Duration::from_secs(30), |seen| !seen.is_empty()).await;
-    assert_eq!(received.len(), 1, "the relay published one record");
-    let record = &received[0];
+    assert_eq!(relay.relay_once().await.unwrap(), 2);
+    // One key: one partition, in row order.
+    let received = kafka::read_until(&topic, Duration::from_secs(30), |seen| seen.len() >= 2).await;
+    assert_eq!(received.len(), 2, "the relay published both rows");
 
-    for router in &routers {
+    for (router, rows) in routers.iter().zip(&expected) {
         let file = &router.file;
         let placements = router.placements();
         // The router always adds `id` (the event id column).
         let placed: BTreeSet<&str> = std::iter::once("id")
             .chain(placements.iter().map(|p| p.alias.as_str()))
             .collect();
-        let written: BTreeSet<&str> = record.headers.keys().map(String::as_str).collect();
-        assert_eq!(
-            written, placed,
-            "{file}: the relay's header names against the router's"
-        );
-        assert_eq!(
-            record.headers["id"],
-            row[&router.field("table.field.event.id", "id")],
-            "{file}: id header"
-        );
-        for placement in &placements {
+        assert_eq!(rows.len(), received.len());
+        for (row, record) in rows.iter().zip(&received) {
+            let column = |name: &str| row[name].clone().unwrap_or_default();
+            let written: BTreeSet<&str> = record.headers.keys().map(String::as_str).collect();
             assert_eq!(
-                record.headers[&placement.alias], row[&placement.field],
-                "{file}: header {} carries column {}",
-                placement.alias, placement.field
+                written, placed,
+                "{file}: the relay's header names against the router's"
+            );
+            assert_eq!(
+                record.headers["id"],
+                column(&router.field("table.field.event.id", "id")),
+                "{file}: id header"
+            );
+            // The test reader shows a header without a value as "".
+            for placement in &placements {
+                assert_eq!(
+                    record.headers[&placement.alias],
+                    column(&placement.field),
+                    "{file}: header {} carries column {}",
+                    placement.alias,
+                    placement.field
+                );
+            }
+            assert_eq!(
+                record.key,
+                Some(column(
+                    &router.field("table.field.event.key", "aggregateid")
+                )),
+                "{file}: key"
+            );
+            assert_eq!(
+                topic,
+                column(&router.field("route.by.field", "aggregatetype")),
+                "{file}: topic"
+            );
+            assert_eq!(
+                record.payload.as_deref(),
+                Some(column(&router.field("table.field.event.payload", "payload")).as_bytes()),
+                "{file}: value, byte for byte"
             );
         }
-        assert_eq!(
-            record.key.as_deref(),
-            Some(row[&router.field("table.field.event.key", "aggregateid")].as_str()),
-            "{file}: key"
-        );
-        assert_eq!(
-            topic,
-            row[&router.field("route.by.field", "aggregatetype")],
-            "{file}: topic"
-        );
-        assert_eq!(
-            record.payload.as_deref(),
-            Some(row[&router.field("table.field.event.payload", "payload")].as_bytes()),
-            "{file}: value, byte for byte"
-        );
     }
 }
