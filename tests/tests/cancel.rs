@@ -29,6 +29,24 @@ async fn balance(w: &TossWorld, payment_id: &str) -> Value {
     payment["balanceAmount"].clone()
 }
 
+/// The payment's CANCEL transactions, as the API shows them.
+async fn cancel_transactions(w: &TossWorld, payment_id: &str) -> Vec<Value> {
+    let transactions: Value = w
+        .app
+        .get(&format!("/api/v1/payments/{payment_id}/transactions"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    transactions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "CANCEL")
+        .cloned()
+        .collect()
+}
+
 #[sqlx::test(migrations = false)]
 async fn ten_concurrent_partial_cancels_refund_exactly_the_balance(
     pool_options: MySqlPoolOptions,
@@ -240,22 +258,75 @@ async fn a_timed_out_cancel_is_resolved_without_a_second_refund(
     );
     assert_eq!(calls.cancels_applied, 1);
     assert!(calls.cancel_requests >= 2, "retried with the same key");
-    let transactions: Value = w
-        .app
-        .get(&format!("/api/v1/payments/{payment_id}/transactions"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let cancels: Vec<&Value> = transactions
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["kind"] == "CANCEL")
-        .collect();
+    let cancels = cancel_transactions(&w, &payment_id).await;
     assert_eq!(cancels.len(), 1);
     assert_eq!(cancels[0]["status"], "SUCCEEDED");
     events_for(&w.topics.payment_canceled, &payment_id, 1).await;
+    w.app.stop().await.unwrap();
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_refund_toss_made_but_answered_with_an_error_is_recorded_once(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::Fast, 5_000).await;
+    let payment_id = paid(&w, "order-cancel-err", "tgen_cancel_err", 8_000).await;
+    // Toss refunds, answers 400 PROVIDER_ERROR, and replays that answer for
+    // the key: re-sending can never tell, only a lookup can.
+    w.toss.set_scenario(Scenario::ProcessThenError {
+        code: "PROVIDER_ERROR".into(),
+        message: "일시적인 오류가 발생했습니다.".into(),
+        status: 400,
+    });
+
+    let response = w
+        .cancel(
+            &payment_id,
+            Some("err-refund"),
+            &json!({ "cancelReason": "returned", "cancelAmount": 3000 }),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        200,
+        "learned from Toss's view of the payment"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "PARTIAL_CANCELED");
+    // The reconciler keeps running meanwhile: nothing is sent or recorded again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(balance(&w, &payment_id).await, 5_000);
+    let calls = w.toss.calls();
+    assert_eq!(
+        calls.refunded_for("tgen_cancel_err"),
+        3_000,
+        "refunded once"
+    );
+    assert_eq!(calls.cancels_applied, 1);
+    assert!(
+        calls.idempotent_replays >= 1,
+        "the re-send got the replayed error"
+    );
+    let cancels = cancel_transactions(&w, &payment_id).await;
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0]["status"], "SUCCEEDED");
+    let toss_key =
+        w.toss.payment("tgen_cancel_err").unwrap()["cancels"][0]["transactionKey"].clone();
+    assert_eq!(
+        cancels[0]["transactionKey"], toss_key,
+        "Toss's key of that refund"
+    );
+    let announced: Vec<_> =
+        payment_e2e::kafka::read_until(&w.topics.payment_canceled, Duration::from_secs(5), |_| {
+            false
+        })
+        .await
+        .into_iter()
+        .filter(|m| m.json()["subject"] == payment_id.as_str())
+        .collect();
+    assert_eq!(announced.len(), 1, "PaymentCanceledEvent once");
+    assert_eq!(announced[0].json()["data"]["canceledAmount"], 3_000);
     w.app.stop().await.unwrap();
 }
 

@@ -28,6 +28,7 @@ use crate::{cancel, health, problem, queries, view, webhook, widget};
     components(schemas(
         view::PaymentView,
         view::FailureView,
+        view::PendingCancelView,
         view::Amount,
         view::AmountInput,
         problem::ProblemDoc,

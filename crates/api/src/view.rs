@@ -100,8 +100,24 @@ pub struct PaymentView {
     pub method: Option<String>,
     pub approved_at: Option<String>,
     pub failure: Option<FailureView>,
+    /// Cancels asked of the PG and not answered yet: their amounts are
+    /// reserved (not cancelable again) until the PG's answer is recorded.
+    pub pending_cancels: Vec<PendingCancelView>,
     pub version: u64,
     pub created_at: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingCancelView {
+    /// Our cancel's id (the PG's idempotency key).
+    pub transaction_id: String,
+    #[schema(value_type = Amount)]
+    pub amount: Value,
+    pub reason: String,
+    /// Handed to an operator: the PG's answer could not be learned in time,
+    /// so the reservation is kept and nothing is sent again.
+    pub escalated: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -127,6 +143,16 @@ impl From<&Payment> for PaymentView {
                 code: f.code.clone(),
                 message: f.message.clone(),
             }),
+            pending_cancels: payment
+                .pending_cancels()
+                .iter()
+                .map(|pending| PendingCancelView {
+                    transaction_id: pending.transaction_id.to_string(),
+                    amount: amount_json(pending.amount),
+                    reason: pending.reason.clone(),
+                    escalated: pending.escalated,
+                })
+                .collect(),
             version: payment.version(),
             created_at: payment.created_at().to_rfc3339(),
         }

@@ -6,18 +6,25 @@
 //!    is refused here, and the PG never hears of it; of many concurrent
 //!    cancels only as many as the balance allows get a reservation.
 //! 2. PG said yes → `PaymentCanceled` + `PaymentCanceledEvent`; no → the
-//!    reservation is released; unknown → asked again with the SAME key (the
-//!    PG replays its first answer), then left to the reconciler. A refund
-//!    is never made twice and never guessed.
+//!    reservation is released; unknown → asked again with the SAME key, then
+//!    the payment is read at the PG (the PG replays its first answer for a
+//!    key, an error too, so only its view of the payment tells whether the
+//!    refund was made); still unknown → left to the reconciler
+//!    ([`resolve_cancel`]), which re-sends only while the PG still holds the
+//!    key, settles from the PG's view, and escalates what it cannot settle
+//!    in time. A refund is never made twice and never guessed.
 //!
 //! A request that carries the client's idempotency key gets a transaction
 //! id derived from it: repeating the request (a retry after a crash, a
 //! redelivered message) finds the same transaction and resumes or answers
 //! it, instead of cancelling again.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use payment_domain::{
-    Failure, Money, Payment, PaymentCommand, PaymentError, PaymentId, PaymentStatus,
-    PaymentTransaction, TransactionId, TransactionKind, TransactionStatus,
+    Failure, Money, Payment, PaymentCommand, PaymentError, PaymentEvent, PaymentId, PaymentStatus,
+    PaymentTransaction, PendingCancel, TransactionId, TransactionKind, TransactionStatus,
 };
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -25,7 +32,7 @@ use uuid::Uuid;
 use crate::error::{Classify, Contended};
 use crate::gateway::{CancelRequest, GatewayOutcome, GatewayPayment, PaymentGateway};
 use crate::integration::{Causation, Topics};
-use crate::ports::{PaymentRef, PaymentRepository, StoreError};
+use crate::ports::{PaymentRef, PaymentRepository, Snapshot, StoreError};
 use crate::runner::{run, Change, Decision, Ran, Trigger};
 use crate::settle::{settle_cancel, CancelResolution, SettleError};
 
@@ -245,62 +252,399 @@ impl<R: PaymentRepository, G: PaymentGateway> CancelPayment<R, G> {
         transaction: &PaymentTransaction,
         causation: &Causation,
     ) -> Result<Canceled, CancelError> {
-        match ask_for_cancel(&self.gateway, &payment, transaction).await {
-            None => Ok(Canceled::Pending(payment)),
-            Some(resolution) => {
-                let settled = settle_cancel(
-                    &self.repository,
-                    &self.topics,
-                    payment.id(),
-                    transaction.id(),
-                    &resolution,
-                    causation,
-                )
-                .await?;
-                match resolution {
-                    CancelResolution::Refunded { .. } => Ok(Canceled::Done(settled)),
-                    CancelResolution::Refused(failure) => Err(CancelError::Declined {
-                        payment: Box::new(settled),
-                        failure,
-                    }),
-                }
-            }
+        // Escalated: an operator's, never sent again.
+        let Some(pending) = pending_of(&payment, transaction.id()).filter(|p| !p.escalated) else {
+            return Ok(Canceled::Pending(payment));
+        };
+        let learned = learn(
+            &self.repository,
+            &self.gateway,
+            &payment,
+            &pending,
+            transaction,
+            Sends::First,
+        )
+        .await?;
+        let Learned::Settled(resolution) = learned else {
+            return Ok(Canceled::Pending(payment));
+        };
+        let settled = settle_cancel(
+            &self.repository,
+            &self.topics,
+            payment.id(),
+            transaction.id(),
+            &resolution,
+            causation,
+        )
+        .await?;
+        match resolution {
+            CancelResolution::Refunded { .. } => Ok(Canceled::Done(settled)),
+            CancelResolution::Refused(failure) => Err(CancelError::Declined {
+                payment: Box::new(settled),
+                failure,
+            }),
         }
     }
 }
 
-/// Asks the PG to cancel the reserved amount of `transaction`; an unknown
-/// answer is asked once more with the same idempotency key. `None`: still
-/// unknown.
-pub async fn ask_for_cancel<G: PaymentGateway>(
+/// How the cancels whose outcome is unknown are settled in the background
+/// (by the reconciler, through [`resolve_cancel`]). The clock of a cancel
+/// starts when it could first be sent: its reservation, or the approval it
+/// waited for if that came later.
+#[derive(Debug, Clone, Copy)]
+pub struct CancelSettings {
+    /// How long the PG keeps an idempotency key and replays its first answer
+    /// (Toss: 15 days). A cancel re-sent after its key expired would be a
+    /// second refund.
+    pub idempotency_window: Duration,
+    /// Re-sending stops at least this long before the window could have
+    /// passed (clock skew, a first send later than the reservation).
+    pub safety_margin: Duration,
+    /// A cancel is re-sent with its key only this long (and never past
+    /// `idempotency_window - safety_margin`); after that, the PG is only
+    /// looked at.
+    pub resend_for: Duration,
+    /// Past this, a reservation the PG shows nothing of is released (no
+    /// request of ours has been in flight since `resend_for`, so the PG can
+    /// no longer make the refund), and one the PG's view cannot settle is
+    /// escalated to an operator. Longer than `resend_for`.
+    pub settle_within: Duration,
+}
+
+impl Default for CancelSettings {
+    fn default() -> Self {
+        Self {
+            idempotency_window: Duration::from_secs(15 * 24 * 3_600),
+            safety_margin: Duration::from_secs(24 * 3_600),
+            resend_for: Duration::from_secs(10 * 60),
+            settle_within: Duration::from_secs(3_600),
+        }
+    }
+}
+
+impl CancelSettings {
+    /// Until what age a cancel may be re-sent with its key.
+    fn resend_until(&self) -> Duration {
+        self.resend_for
+            .min(self.idempotency_window.saturating_sub(self.safety_margin))
+    }
+}
+
+/// What [`resolve_cancel`] did with one cancel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelResolved {
+    /// Settled from the PG's answer or view: refunded, or released.
+    Settled(Payment),
+    /// Could not be settled in time: handed to an operator (reservation kept).
+    Escalated(Payment),
+    /// Still unknown; looked at again later.
+    StillUnknown,
+    /// The payment's approval is not known yet: nothing is sent before it is.
+    WaitingForApproval,
+    /// Settled already, or escalated before: nothing to do.
+    NothingToDo,
+}
+
+/// Failure code of a reservation released because the PG shows no refund
+/// and can no longer make one.
+pub const REFUND_NOT_MADE: &str = "REFUND_NOT_MADE";
+
+/// Settles one cancel whose outcome is unknown (its transaction UNKNOWN) by
+/// asking the PG: re-sent with its own idempotency key while that is safe
+/// ([`CancelSettings`]), then the payment is read at the PG and the
+/// reservation settled from what it shows — a cancel of the reserved amount
+/// we have not recorded is the refund; no refund at all, with the PG's
+/// refusal or once the PG can no longer make it, releases the reservation.
+/// What cannot be settled within `settle_within` is escalated
+/// (`CancelEscalated`, `payment_cancel_escalations_total`, an error log),
+/// never retried blindly. A payment not approved (yet) is never sent a cancel.
+///
+/// # Errors
+/// [`SettleError`] when the store fails or the PG's answer contradicts the
+/// payment.
+pub async fn resolve_cancel<R: PaymentRepository, G: PaymentGateway>(
+    repository: &R,
     gateway: &G,
-    payment: &Payment,
+    topics: &Topics,
+    settings: &CancelSettings,
     transaction: &PaymentTransaction,
-) -> Option<CancelResolution> {
-    let pending = payment
+    causation: &Causation,
+) -> Result<CancelResolved, SettleError> {
+    let payment_id = transaction.payment_id();
+    let snapshot = repository
+        .load(&PaymentRef::Id(payment_id))
+        .await?
+        .ok_or(SettleError::NotFound(payment_id))?;
+    let payment = &snapshot.payment;
+    let Some(pending) = pending_of(payment, transaction.id()) else {
+        return Ok(CancelResolved::NothingToDo);
+    };
+    if pending.escalated {
+        return Ok(CancelResolved::NothingToDo);
+    }
+    if payment.status() == PaymentStatus::InProgress {
+        return Ok(CancelResolved::WaitingForApproval);
+    }
+    let age = (Utc::now() - sendable_since(&snapshot, transaction))
+        .to_std()
+        .unwrap_or_default();
+    let sends = if approved(payment) && age < settings.resend_until() {
+        Sends::Again
+    } else {
+        Sends::Never
+    };
+    let learned = learn(repository, gateway, payment, &pending, transaction, sends).await?;
+    let resolution = match learned {
+        Learned::Settled(resolution) => resolution,
+        Learned::NothingTaken if age >= settings.settle_within => {
+            CancelResolution::Refused(Failure {
+                code: REFUND_NOT_MADE.into(),
+                message:
+                    "the payment gateway shows no refund for this cancel and can no longer make one"
+                        .into(),
+            })
+        }
+        Learned::NothingTaken | Learned::Unclear if age < settings.settle_within => {
+            return Ok(CancelResolved::StillUnknown);
+        }
+        Learned::NothingTaken | Learned::Unclear => {
+            return escalate(repository, transaction, age).await;
+        }
+    };
+    let settled = settle_cancel(
+        repository,
+        topics,
+        payment_id,
+        transaction.id(),
+        &resolution,
+        causation,
+    )
+    .await?;
+    Ok(CancelResolved::Settled(settled))
+}
+
+/// Hands a cancel to an operator: its reservation stays, visible as escalated.
+async fn escalate<R: PaymentRepository>(
+    repository: &R,
+    transaction: &PaymentTransaction,
+    age: Duration,
+) -> Result<CancelResolved, SettleError> {
+    let payment_id = transaction.payment_id();
+    let transaction_id = transaction.id();
+    let reason = format!(
+        "the payment gateway's answer could not be learned within {}s",
+        age.as_secs()
+    );
+    let ran = run(
+        repository,
+        &PaymentRef::Id(payment_id),
+        &Trigger::Untracked,
+        |loaded, _| -> Result<_, SettleError> {
+            let payment = &loaded.ok_or(SettleError::NotFound(payment_id))?.payment;
+            if pending_of(payment, transaction_id).is_none_or(|p| p.escalated) {
+                return Ok(Decision::Answer(()));
+            }
+            let command = PaymentCommand::EscalateCancel {
+                transaction_id,
+                reason: reason.clone(),
+            };
+            let change = Change::decide(Some(payment), &command)
+                .map_err(|reason| SettleError::Contradiction { payment_id, reason })?;
+            Ok(Decision::Record(change, ()))
+        },
+    )
+    .await?;
+    Ok(match ran {
+        Ran::Answered(()) => CancelResolved::NothingToDo,
+        Ran::Recorded(payment, ()) => {
+            metrics::counter!("payment_cancel_escalations_total").increment(1);
+            tracing::error!(%payment_id, %transaction_id, %reason, "cancel escalated to an operator");
+            CancelResolved::Escalated(payment)
+        }
+    })
+}
+
+/// The pending cancel of `transaction_id`, if still reserved.
+fn pending_of(payment: &Payment, transaction_id: TransactionId) -> Option<PendingCancel> {
+    payment
         .pending_cancels()
         .iter()
-        .find(|p| p.transaction_id == transaction.id())?;
+        .find(|p| p.transaction_id == transaction_id)
+        .cloned()
+}
+
+const fn approved(payment: &Payment) -> bool {
+    matches!(
+        payment.status(),
+        PaymentStatus::Done | PaymentStatus::PartialCanceled
+    )
+}
+
+/// When a cancel could first be sent: its reservation, or the approval it
+/// waited for if that was recorded later.
+fn sendable_since(snapshot: &Snapshot, transaction: &PaymentTransaction) -> DateTime<Utc> {
+    snapshot
+        .history
+        .iter()
+        .filter(|e| matches!(e.event, PaymentEvent::PaymentApproved { .. }))
+        .map(|e| e.occurred_at)
+        .fold(transaction.requested_at(), DateTime::max)
+}
+
+/// How a cancel is sent now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sends {
+    /// Its key is new: sent, and once more with the key if the answer is
+    /// unknown. A refusal of the first send is definitive.
+    First,
+    /// Sent before with an unknown outcome: sent once more with its key.
+    Again,
+    /// Not sent (not approved, or its key may have expired): only looked at.
+    Never,
+}
+
+/// What the PG's answers and its view of the payment say about a cancel.
+#[derive(Debug)]
+enum Learned {
+    Settled(CancelResolution),
+    /// The PG holds no refund we have not recorded, and did not refuse.
+    NothingTaken,
+    /// Nothing definitive (no answer, no lookup, or a view that does not fit).
+    Unclear,
+}
+
+/// Sends the reserved cancel as `sends` says, then — unless the PG answered
+/// for sure — reads the payment at the PG.
+async fn learn<R: PaymentRepository, G: PaymentGateway>(
+    repository: &R,
+    gateway: &G,
+    payment: &Payment,
+    pending: &PendingCancel,
+    transaction: &PaymentTransaction,
+    sends: Sends,
+) -> Result<Learned, StoreError> {
+    let Some(payment_key) = payment.payment_key() else {
+        return Ok(Learned::Unclear);
+    };
     let request = CancelRequest {
-        payment_key: payment.payment_key()?.clone(),
+        payment_key: payment_key.clone(),
         amount: pending.amount,
         reason: pending.reason.clone(),
         idempotency_key: transaction.idempotency_key().to_owned(),
     };
-    for _ in 0..2 {
+    let attempts = match sends {
+        Sends::First => 2,
+        Sends::Again => 1,
+        Sends::Never => 0,
+    };
+    let mut declined = None;
+    for attempt in 0..attempts {
         match gateway.cancel(&request).await {
             GatewayOutcome::Succeeded(at_gateway) => {
-                return Some(CancelResolution::Refunded {
+                return Ok(Learned::Settled(CancelResolution::Refunded {
                     transaction_key: transaction_key_of(&at_gateway, pending.amount),
-                });
+                }));
             }
-            GatewayOutcome::Declined(failure) => return Some(CancelResolution::Refused(failure)),
+            // KeyRefused / Misconfigured: as before those classes existed
+            // (all were `Declined`); CANCEL may refine.
+            GatewayOutcome::Declined(failure)
+            | GatewayOutcome::KeyRefused(failure)
+            | GatewayOutcome::Misconfigured(failure)
+                if sends == Sends::First && attempt == 0 =>
+            {
+                return Ok(Learned::Settled(CancelResolution::Refused(failure)));
+            }
+            GatewayOutcome::Declined(failure)
+            | GatewayOutcome::KeyRefused(failure)
+            | GatewayOutcome::Misconfigured(failure) => {
+                declined = Some(failure);
+                break;
+            }
             GatewayOutcome::Unknown(reason) => {
                 tracing::warn!(payment_id = %payment.id(), transaction_id = %transaction.id(), %reason, "cancel outcome unknown");
             }
         }
     }
-    None
+    let at_gateway = match gateway.lookup(payment_key).await {
+        Ok(Some(at_gateway)) => at_gateway,
+        Ok(None) => {
+            tracing::warn!(payment_id = %payment.id(), "the payment gateway does not know an approved payment");
+            return Ok(Learned::Unclear);
+        }
+        Err(error) => {
+            tracing::warn!(payment_id = %payment.id(), %error, "cancel lookup failed");
+            return Ok(Learned::Unclear);
+        }
+    };
+    // Read after the lookup: every refund recorded by then is known.
+    let Some(snapshot) = repository.load(&PaymentRef::Id(payment.id())).await? else {
+        return Ok(Learned::Unclear);
+    };
+    Ok(match (shown(&at_gateway, &snapshot, pending), declined) {
+        (Shown::Refunded(transaction_key), _) => {
+            Learned::Settled(CancelResolution::Refunded { transaction_key })
+        }
+        (Shown::NothingTaken, Some(failure)) => {
+            Learned::Settled(CancelResolution::Refused(failure))
+        }
+        (Shown::NothingTaken, None) => Learned::NothingTaken,
+        (Shown::Unclear, _) => Learned::Unclear,
+    })
+}
+
+/// What the PG's view of a payment shows about one reserved cancel.
+#[derive(Debug, PartialEq, Eq)]
+enum Shown {
+    /// A cancel of the reserved amount that we have not recorded, within
+    /// what the PG took beyond our balance: this refund, with its key.
+    Refunded(Option<String>),
+    /// The PG's balance is ours: it took nothing we have not recorded.
+    NothingTaken,
+    /// Anything else (another amount taken, more left at the PG than here).
+    Unclear,
+}
+
+fn shown(at_gateway: &GatewayPayment, snapshot: &Snapshot, pending: &PendingCancel) -> Shown {
+    let Ok(taken) = snapshot
+        .payment
+        .balance()
+        .checked_sub(at_gateway.balance_amount)
+    else {
+        return Shown::Unclear;
+    };
+    if taken.is_zero() {
+        return Shown::NothingTaken;
+    }
+    if !taken
+        .checked_cmp(&pending.amount)
+        .is_ok_and(std::cmp::Ordering::is_ge)
+    {
+        return Shown::Unclear;
+    }
+    let recorded: Vec<&str> = snapshot
+        .history
+        .iter()
+        .filter_map(|e| match &e.event {
+            PaymentEvent::PaymentCanceled {
+                transaction_key: Some(key),
+                ..
+            } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    at_gateway
+        .cancels
+        .iter()
+        .rev()
+        .filter(|c| c.amount == pending.amount)
+        .find(|c| {
+            c.transaction_key
+                .as_deref()
+                .is_some_and(|key| !recorded.contains(&key))
+        })
+        .map_or(Shown::Unclear, |c| {
+            Shown::Refunded(c.transaction_key.clone())
+        })
 }
 
 /// The PG's key of the cancel just made: its newest cancel of that amount.
@@ -530,5 +874,233 @@ mod tests {
         assert_eq!(gateway.cancels(), 0);
         let unchanged = repository.payment(payment.id()).await.unwrap().unwrap();
         assert_eq!(unchanged.cancelable(), won(10_000));
+    }
+
+    fn shows_refund(gateway: &Scripted, cancels: &[(i64, &str)]) {
+        gateway.shows(canceled_at_gateway(
+            approved_at_gateway(KEY, ORDER, 10_000),
+            cancels,
+        ));
+    }
+
+    /// A cancel of `amount` the PG left unknown (nothing scripted: every
+    /// send and lookup tells nothing), reserved and UNKNOWN.
+    async fn unknown_cancel(
+        repository: &MemoryRepository,
+        use_case: &CancelPayment<MemoryRepository, Scripted>,
+        payment: &Payment,
+        amount: i64,
+    ) -> PaymentTransaction {
+        let outcome = use_case
+            .handle(cancel_request(payment, Some(amount), "k-unknown"))
+            .await
+            .unwrap();
+        assert!(matches!(outcome, Canceled::Pending(_)), "{outcome:?}");
+        repository
+            .all_transactions()
+            .into_iter()
+            .find(|t| t.kind() == TransactionKind::Cancel)
+            .unwrap()
+    }
+
+    async fn resolve(
+        repository: &MemoryRepository,
+        gateway: &Scripted,
+        settings: CancelSettings,
+        transaction: &PaymentTransaction,
+    ) -> CancelResolved {
+        resolve_cancel(
+            repository,
+            gateway,
+            &topics(),
+            &settings,
+            transaction,
+            &Causation::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Re-sends and the bounded time both over: only what the PG shows counts.
+    fn overdue() -> CancelSettings {
+        CancelSettings {
+            resend_for: Duration::ZERO,
+            settle_within: Duration::ZERO,
+            ..CancelSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refund_made_but_answered_with_an_error_is_learned_from_the_pg() {
+        let (repository, gateway, use_case, payment) = given(Stage::Done).await;
+        // Toss refunded, answered 400 PROVIDER_ERROR and replays it for the key.
+        gateway.cancels_with(GatewayOutcome::Unknown("400 PROVIDER_ERROR".into()));
+        shows_refund(&gateway, &[(2_000, "txk-made")]);
+        let outcome = use_case
+            .handle(cancel_request(&payment, Some(2_000), "k1"))
+            .await
+            .unwrap();
+        let Canceled::Done(canceled) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(canceled.balance(), won(8_000));
+        assert!(canceled.pending_cancels().is_empty());
+        assert_eq!(gateway.cancels(), 2, "sent, then once more with the key");
+        let transaction = &repository.all_transactions()[0];
+        assert_eq!(transaction.status(), TransactionStatus::Succeeded);
+        assert_eq!(transaction.transaction_key(), Some("txk-made"));
+        let outbox = repository.outbox();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox[0].event_type, "PaymentCanceledEvent");
+        assert_eq!(outbox[0].payload["data"]["transactionKey"], "txk-made");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_cancel_is_settled_from_what_the_pg_shows_after_one_resend() {
+        let (repository, gateway, use_case, payment) = given(Stage::Done).await;
+        let transaction = unknown_cancel(&repository, &use_case, &payment, 2_000).await;
+        shows_refund(&gateway, &[(2_000, "txk-late")]);
+        let resolved = resolve(
+            &repository,
+            &gateway,
+            CancelSettings::default(),
+            &transaction,
+        )
+        .await;
+        let CancelResolved::Settled(settled) = resolved else {
+            panic!("{resolved:?}")
+        };
+        assert_eq!(settled.balance(), won(8_000));
+        let keys = gateway.cancel_keys.lock().unwrap().clone();
+        assert_eq!(keys.len(), 3, "one re-send");
+        assert!(keys.iter().all(|k| *k == keys[0]), "one key: {keys:?}");
+        assert_eq!(
+            resolve(
+                &repository,
+                &gateway,
+                CancelSettings::default(),
+                &transaction
+            )
+            .await,
+            CancelResolved::NothingToDo
+        );
+        assert_eq!(repository.outbox().len(), 1, "announced once");
+    }
+
+    #[tokio::test]
+    async fn a_refund_already_recorded_is_never_taken_for_another() {
+        let (repository, gateway, use_case, payment) = given(Stage::Done).await;
+        gateway.cancels_with(refunded(&[(2_000, "txk-first")]));
+        use_case
+            .handle(cancel_request(&payment, Some(2_000), "k-first"))
+            .await
+            .unwrap();
+        gateway.cancels_with(GatewayOutcome::Unknown("timeout".into()));
+        let outcome = use_case
+            .handle(cancel_request(&payment, Some(2_000), "k-second"))
+            .await
+            .unwrap();
+        assert!(matches!(outcome, Canceled::Pending(_)), "{outcome:?}");
+        let second = repository
+            .all_transactions()
+            .into_iter()
+            .find(|t| t.status() == TransactionStatus::Unknown)
+            .unwrap();
+        // Toss shows only the first refund, which we recorded.
+        shows_refund(&gateway, &[(2_000, "txk-first")]);
+        assert_eq!(
+            resolve(&repository, &gateway, CancelSettings::default(), &second).await,
+            CancelResolved::StillUnknown
+        );
+        let still = repository.payment(payment.id()).await.unwrap().unwrap();
+        assert_eq!(still.balance(), won(8_000));
+        assert_eq!(still.cancelable(), won(6_000), "still reserved");
+    }
+
+    #[tokio::test]
+    async fn a_cancel_the_pg_shows_nothing_of_is_released_once_it_can_no_longer_be_made() {
+        let (repository, gateway, use_case, payment) = given(Stage::Done).await;
+        gateway.shows(approved_at_gateway(KEY, ORDER, 10_000));
+        let transaction = unknown_cancel(&repository, &use_case, &payment, 3_000).await;
+        assert_eq!(
+            resolve(
+                &repository,
+                &gateway,
+                CancelSettings::default(),
+                &transaction
+            )
+            .await,
+            CancelResolved::StillUnknown,
+            "a request of ours may still be in flight"
+        );
+        let sent = gateway.cancels();
+        let resolved = resolve(&repository, &gateway, overdue(), &transaction).await;
+        let CancelResolved::Settled(released) = resolved else {
+            panic!("{resolved:?}")
+        };
+        assert_eq!(gateway.cancels(), sent, "not re-sent after resend_for");
+        assert_eq!(released.cancelable(), won(10_000), "reservation released");
+        assert_eq!(released.balance(), won(10_000));
+        let settled = &repository.all_transactions()[0];
+        assert_eq!(settled.status(), TransactionStatus::Failed);
+        assert_eq!(settled.failure_code(), Some(REFUND_NOT_MADE));
+    }
+
+    #[tokio::test]
+    async fn a_cancel_is_never_re_sent_once_its_key_may_have_expired() {
+        let (repository, gateway, use_case, payment) = given(Stage::Done).await;
+        let transaction = unknown_cancel(&repository, &use_case, &payment, 1_000).await;
+        let sent = gateway.cancels();
+        let expired = CancelSettings {
+            idempotency_window: Duration::from_secs(3_600),
+            safety_margin: Duration::from_secs(3_600),
+            resend_for: Duration::from_secs(86_400),
+            ..CancelSettings::default()
+        };
+        shows_refund(&gateway, &[(1_000, "txk-seen")]);
+        let resolved = resolve(&repository, &gateway, expired, &transaction).await;
+        assert!(
+            matches!(resolved, CancelResolved::Settled(_)),
+            "{resolved:?}"
+        );
+        assert_eq!(gateway.cancels(), sent, "looked up, never re-sent");
+    }
+
+    #[tokio::test]
+    async fn a_cancel_that_cannot_be_settled_in_time_is_escalated_and_never_retried() {
+        let (repository, gateway, use_case, payment) = given(Stage::Done).await;
+        gateway
+            .lookup_fails
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let transaction = unknown_cancel(&repository, &use_case, &payment, 4_000).await;
+        let resolved = resolve(&repository, &gateway, overdue(), &transaction).await;
+        let CancelResolved::Escalated(escalated) = resolved else {
+            panic!("{resolved:?}")
+        };
+        assert!(escalated.pending_cancels()[0].escalated);
+        assert_eq!(
+            escalated.cancelable(),
+            won(6_000),
+            "the reservation is kept"
+        );
+        let sent = gateway.cancels();
+        gateway
+            .lookup_fails
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            resolve(
+                &repository,
+                &gateway,
+                CancelSettings::default(),
+                &transaction
+            )
+            .await,
+            CancelResolved::NothingToDo
+        );
+        assert_eq!(gateway.cancels(), sent, "an operator's now: never re-sent");
+        assert_eq!(
+            repository.all_transactions()[0].status(),
+            TransactionStatus::Unknown
+        );
     }
 }

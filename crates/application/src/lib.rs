@@ -22,7 +22,9 @@ mod memory;
 #[cfg(test)]
 mod testing;
 
-pub use cancel::{Cancel, CancelError, CancelPayment, Canceled};
+pub use cancel::{
+    resolve_cancel, Cancel, CancelError, CancelPayment, CancelResolved, CancelSettings, Canceled,
+};
 pub use confirm::{AbortError, AbortFromWidget, Confirm, ConfirmError, ConfirmPayment, Confirmed};
 pub use create_payment::{CreatePayment, CreatePaymentError, Created, OrderPlaced};
 pub use error::{Classify, Contended};

@@ -102,6 +102,19 @@ pub struct ReconcilerConfig {
     pub max_backoff_ms: u64,
     /// Toss accepts a confirm this long after the customer's authentication.
     pub confirm_window_secs: u64,
+    /// How long Toss replays an idempotency key's first answer (15 days):
+    /// a cancel re-sent after that would be a second refund.
+    pub cancel_idempotency_window_secs: u64,
+    /// Re-sending a cancel stops at least this long before that window
+    /// could have passed.
+    pub cancel_safety_margin_secs: u64,
+    /// An unknown cancel is re-sent with its key only this long; then Toss
+    /// is only looked at.
+    pub cancel_resend_for_secs: u64,
+    /// An unknown cancel Toss shows nothing of is released after this long
+    /// (no request of ours in flight since `cancel_resend_for_secs`); one
+    /// Toss's view cannot settle is escalated to an operator.
+    pub cancel_settle_within_secs: u64,
 }
 
 impl Default for ReconcilerConfig {
@@ -112,6 +125,10 @@ impl Default for ReconcilerConfig {
             first_backoff_ms: 5_000,
             max_backoff_ms: 300_000,
             confirm_window_secs: 600,
+            cancel_idempotency_window_secs: 15 * 24 * 3_600,
+            cancel_safety_margin_secs: 24 * 3_600,
+            cancel_resend_for_secs: 600,
+            cancel_settle_within_secs: 3_600,
         }
     }
 }
@@ -400,6 +417,17 @@ impl Config {
         }
         if self.outbox.batch_size == 0 {
             return invalid("outbox.batch_size must be at least 1");
+        }
+        let reconciling = &self.reconciler;
+        if reconciling.cancel_safety_margin_secs >= reconciling.cancel_idempotency_window_secs {
+            return invalid(
+                "reconciler.cancel_safety_margin_secs must be shorter than reconciler.cancel_idempotency_window_secs",
+            );
+        }
+        if reconciling.cancel_settle_within_secs <= reconciling.cancel_resend_for_secs {
+            return invalid(
+                "reconciler.cancel_settle_within_secs must be longer than reconciler.cancel_resend_for_secs (a cancel is released only once no re-send can be in flight)",
+            );
         }
         Ok(())
     }
