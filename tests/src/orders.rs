@@ -18,6 +18,7 @@ pub struct TestTopics {
     pub payment_completed: String,
     pub payment_failed: String,
     pub payment_canceled: String,
+    pub payment_cancel_failed: String,
 }
 
 impl TestTopics {
@@ -30,6 +31,7 @@ impl TestTopics {
             payment_completed: kafka::unique_topic("payment.completed"),
             payment_failed: kafka::unique_topic("payment.failed"),
             payment_canceled: kafka::unique_topic("payment.canceled"),
+            payment_cancel_failed: kafka::unique_topic("payment.cancel.failed"),
         };
         kafka::create_topics(&[
             topics.order_placed.clone(),
@@ -40,6 +42,7 @@ impl TestTopics {
             topics.payment_completed.clone(),
             topics.payment_failed.clone(),
             topics.payment_canceled.clone(),
+            topics.payment_cancel_failed.clone(),
         ])
         .await;
         topics
@@ -58,6 +61,7 @@ impl TestTopics {
                 "payment_completed": self.payment_completed,
                 "payment_failed": self.payment_failed,
                 "payment_canceled": self.payment_canceled,
+                "payment_cancel_failed": self.payment_cancel_failed,
             },
         })
     }

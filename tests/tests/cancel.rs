@@ -566,3 +566,195 @@ async fn a_cancel_path_naming_no_payment_is_a_400_whatever_its_length(
     assert_eq!(body["errors"][0]["field"], "paymentId");
     w.app.stop().await.unwrap();
 }
+
+/// An `OrderRefundRequested` message (`amount` absent: everything).
+fn refund_requested(id: &str, order_id: &str, amount: Option<u64>) -> Vec<u8> {
+    let mut data = json!({ "orderId": order_id, "reason": "order withdrawn" });
+    if let Some(amount) = amount {
+        data["refundAmount"] = json!(amount);
+    }
+    json!({
+        "id": id, "source": "/order-service", "specversion": "1.0",
+        "type": "OrderRefundRequested", "subject": order_id, "data": data,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Waits until the refund consumer has handled `count` messages with `outcome`.
+async fn handled(w: &TossWorld, outcome: &str, count: f64) {
+    let topic = &w.topics.order_refund_requested;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while w
+        .app
+        .counter(
+            "kafka_messages_total",
+            &[("topic", topic), ("outcome", outcome)],
+        )
+        .await
+        < count
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refund message handled as {outcome}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_refund_requested_during_an_unknown_approval_is_made_once_after_it(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::Fast, 500).await;
+    let order = "order-refund-wait";
+    let payment_id = place_order(&w.topics, &w.pool, order, 9_000).await;
+    // Toss fails the confirm: the approval is unknown, the payment IN_PROGRESS.
+    w.toss.set_scenario(Scenario::ServerError);
+    assert_eq!(
+        w.confirm("tgen_refund_wait", order, 9_000).await.status(),
+        202
+    );
+    assert_eq!(status(&w.pool, order).await, "IN_PROGRESS");
+
+    let producer = payment_e2e::kafka::producer();
+    let topic = &w.topics.order_refund_requested;
+    let refund = refund_requested("refund-wait-1", order, None);
+    payment_e2e::kafka::publish(&producer, topic, order, &refund, &[]).await;
+    handled(&w, "refund_waiting_for_approval", 1.0).await;
+    assert_eq!(
+        w.toss.calls().cancel_requests,
+        0,
+        "nothing sent before the approval"
+    );
+    let reserved: Value = w
+        .app
+        .get(&format!("/api/v1/payments/{payment_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reserved["pendingCancels"][0]["amount"], 9_000);
+    assert_eq!(reserved["pendingCancels"][0]["escalated"], false);
+
+    // Toss answers again: the reconciler learns the approval, then refunds.
+    w.toss.set_scenario(Scenario::Approve);
+    wait_status(&w.pool, order, "CANCELED", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let calls = w.toss.calls();
+    assert_eq!(calls.confirms_approved, 1);
+    assert_eq!(
+        calls.refunded_for("tgen_refund_wait"),
+        9_000,
+        "refunded once"
+    );
+    assert_eq!(calls.cancels_applied, 1);
+    event_for_type(
+        &w.topics.payment_completed,
+        &payment_id,
+        "PaymentCompletedEvent",
+    )
+    .await;
+    let canceled = events_for(&w.topics.payment_canceled, &payment_id, 1).await;
+    assert_eq!(canceled[0].json()["data"]["isFullyCanceled"], true);
+    let cancels = cancel_transactions(&w, &payment_id).await;
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0]["status"], "SUCCEEDED");
+
+    // Delivered again: nothing more.
+    payment_e2e::kafka::publish(&producer, topic, order, &refund, &[]).await;
+    handled(&w, "duplicate_message", 1.0).await;
+    assert_eq!(w.toss.calls().cancels_applied, 1);
+    w.app.stop().await.unwrap();
+}
+
+async fn event_for_type(topic: &str, payment_id: &str, event_type: &str) {
+    let event = events_for(topic, payment_id, 1).await.remove(0).json();
+    assert_eq!(event["type"], event_type);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_refund_of_an_unpaid_order_ends_its_payment_without_toss(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::Off, 5_000).await;
+    let order = "order-refund-ready";
+    let payment_id = place_order(&w.topics, &w.pool, order, 7_000).await;
+    let producer = payment_e2e::kafka::producer();
+    let topic = &w.topics.order_refund_requested;
+    let refund = refund_requested("refund-ready-1", order, None);
+    payment_e2e::kafka::publish(&producer, topic, order, &refund, &[]).await;
+    wait_status(&w.pool, order, "ABORTED", Duration::from_secs(60)).await;
+    handled(&w, "payment_ended", 1.0).await;
+
+    let failed = events_for(&w.topics.payment_failed, &payment_id, 1).await[0].json();
+    assert_eq!(failed["type"], "PaymentFailedEvent");
+    assert_eq!(failed["data"]["code"], "ORDER_CANCELED");
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM inbox WHERE consumer = ? AND message_id = 'refund-ready-1'",
+    )
+    .bind(topic)
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, 1, "the message is recorded with its effect");
+
+    // The customer comes back from the widget: refused, Toss never asked.
+    let late = w.confirm("tgen_refund_ready", order, 7_000).await;
+    assert_eq!(late.status(), 409);
+    assert_eq!(
+        late.json::<Value>().await.unwrap()["code"],
+        "PAYMENT_NOT_CONFIRMABLE"
+    );
+    let calls = w.toss.calls();
+    assert_eq!(calls.confirm_requests, 0);
+    assert_eq!(calls.cancel_requests, 0);
+    assert_eq!(status(&w.pool, order).await, "ABORTED");
+    w.app.stop().await.unwrap();
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_refund_toss_refuses_is_published_as_cancel_failed(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::Off, 5_000).await;
+    let order = "order-refund-refused";
+    let payment_id = paid(&w, order, "tgen_refund_refused", 6_000).await;
+    w.toss.set_scenario(Scenario::Decline {
+        code: "NOT_CANCELABLE_PAYMENT".into(),
+        message: "취소 할 수 없는 결제 입니다.".into(),
+        status: 403,
+    });
+    let producer = payment_e2e::kafka::producer();
+    let topic = &w.topics.order_refund_requested;
+    let refund = refund_requested("refund-refused-1", order, Some(2_500));
+    payment_e2e::kafka::publish(&producer, topic, order, &refund, &[]).await;
+    handled(&w, "refund_declined", 1.0).await;
+
+    let failed = events_for(&w.topics.payment_cancel_failed, &payment_id, 1).await[0].json();
+    assert_eq!(failed["type"], "PaymentCancelFailedEvent");
+    let data = &failed["data"];
+    assert_eq!(data["paymentId"], payment_id.as_str());
+    assert_eq!(data["orderId"], order);
+    assert_eq!(data["requestedAmount"], 2_500);
+    assert_eq!(data["code"], "NOT_CANCELABLE_PAYMENT");
+    let cancels = cancel_transactions(&w, &payment_id).await;
+    assert_eq!(cancels[0]["status"], "FAILED");
+    assert_eq!(data["requestId"], cancels[0]["transactionId"]);
+    assert_eq!(balance(&w, &payment_id).await, 6_000, "nothing refunded");
+    assert_eq!(status(&w.pool, order).await, "DONE");
+    assert_eq!(
+        w.app
+            .counter(
+                "kafka_messages_total",
+                &[("topic", topic), ("outcome", "dead_lettered")]
+            )
+            .await,
+        0.0,
+        "answered, not dead-lettered"
+    );
+    w.app.stop().await.unwrap();
+}

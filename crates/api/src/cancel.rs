@@ -15,7 +15,7 @@ use axum::routing::post;
 use axum::Router;
 use payment_application::{
     Cancel, CancelPayment, Canceled, Causation, IdempotencyKeys, KeyClaim, PaymentGateway,
-    PaymentRepository, Trigger,
+    PaymentRepository, Requester, Trigger,
 };
 use payment_domain::{amount_from_json, PaymentId};
 use serde::Deserialize;
@@ -149,10 +149,12 @@ async fn run<R: PaymentRepository, G: PaymentGateway>(
         Err(problem) => return render_problem(problem),
     };
     match cancel.handle(request).await {
-        Ok(Canceled::Done(payment) | Canceled::Repeated(payment)) => {
+        // `Ended` is the order service's (a client's cancel of a READY
+        // payment is refused): answered as what it is, the payment now.
+        Ok(Canceled::Done(payment) | Canceled::Repeated(payment) | Canceled::Ended(payment)) => {
             (StatusCode::OK, json_bytes(&PaymentView::from(&payment)))
         }
-        Ok(Canceled::Pending(payment)) => (
+        Ok(Canceled::Pending(payment) | Canceled::Waiting(payment)) => (
             StatusCode::ACCEPTED,
             json_bytes(&PaymentView::from(&payment)),
         ),
@@ -226,6 +228,7 @@ fn parse(raw_id: &str, key: &str, headers: &HeaderMap, body: &[u8]) -> Result<Ca
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned),
             },
+            requester: Requester::Client,
         }),
         _ => Err(Problem::invalid(errors)),
     }

@@ -6,13 +6,20 @@
 //!    is refused here, and the PG never hears of it; of many concurrent
 //!    cancels only as many as the balance allows get a reservation.
 //! 2. PG said yes → `PaymentCanceled` + `PaymentCanceledEvent`; no → the
-//!    reservation is released; unknown → asked again with the SAME key, then
+//!    reservation is released and `PaymentCancelFailedEvent` published;
+//!    unknown → asked again with the SAME key, then
 //!    the payment is read at the PG (the PG replays its first answer for a
 //!    key, an error too, so only its view of the payment tells whether the
 //!    refund was made); still unknown → left to the reconciler
 //!    ([`resolve_cancel`]), which re-sends only while the PG still holds the
 //!    key, settles from the PG's view, and escalates what it cannot settle
 //!    in time. A refund is never made twice and never guessed.
+//! 3. Who asks decides what a payment not approved yet becomes
+//!    ([`Requester`]): a client is refused; the order service's refund ends
+//!    a READY payment without the PG, and waits for an IN_PROGRESS one's
+//!    approval ([`carry_out_waiting_cancels`]; released with
+//!    `PAYMENT_NOT_APPROVED` if the payment is aborted). No cancel is ever
+//!    sent for a payment that is not DONE / PARTIAL_CANCELED.
 //!
 //! A request that carries the client's idempotency key gets a transaction
 //! id derived from it: repeating the request (a retry after a crash, a
@@ -25,13 +32,14 @@ use chrono::{DateTime, Utc};
 use payment_domain::{
     Failure, Money, Payment, PaymentCommand, PaymentError, PaymentEvent, PaymentId, PaymentStatus,
     PaymentTransaction, PendingCancel, TransactionId, TransactionKind, TransactionStatus,
+    NOT_APPROVED, ORDER_CANCELED,
 };
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::error::{Classify, Contended};
 use crate::gateway::{CancelRequest, GatewayOutcome, GatewayPayment, PaymentGateway};
-use crate::integration::{Causation, Topics};
+use crate::integration::{self, Causation, Topics};
 use crate::ports::{PaymentRef, PaymentRepository, Snapshot, StoreError};
 use crate::runner::{run, Change, Decision, Ran, Trigger};
 use crate::settle::{settle_cancel, CancelResolution, SettleError};
@@ -49,6 +57,23 @@ pub struct Cancel {
     /// the reservation.
     pub trigger: Trigger,
     pub causation: Causation,
+    /// Who asks: it decides what becomes of a payment not approved yet.
+    pub requester: Requester,
+}
+
+/// Who asks for a cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requester {
+    /// A client of the API: only an approved payment can be canceled (a
+    /// READY or IN_PROGRESS one is refused, the PG never called).
+    Client,
+    /// The order service, refunding its order: the order is withdrawn, so
+    /// a READY payment is ended (`ORDER_CANCELED`, `PaymentFailedEvent`)
+    /// without calling the PG, and the refund of an IN_PROGRESS payment is
+    /// reserved and carried out once the approval is settled
+    /// ([`carry_out_waiting_cancels`]); if it never comes, the reservation
+    /// is released with `PAYMENT_NOT_APPROVED` and `PaymentCancelFailedEvent`.
+    OrderService,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +84,12 @@ pub enum Canceled {
     Pending(Payment),
     /// This very request was made before and had refunded: nothing new.
     Repeated(Payment),
+    /// Reserved, waiting for the payment's approval (its outcome unknown):
+    /// refunded once the PG approved, released if it never does.
+    Waiting(Payment),
+    /// The payment was not paid yet: it is ended (ABORTED, `ORDER_CANCELED`)
+    /// and nothing is refunded — or it had been ended so already.
+    Ended(Payment),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +151,25 @@ impl From<SettleError> for CancelError {
     }
 }
 
+/// What a repeated or needless request is answered from.
+#[derive(Debug)]
+enum Answer {
+    /// This request's own transaction, from before.
+    Earlier(Payment, PaymentTransaction),
+    Ended(Payment),
+}
+
+/// What a recorded request goes on with.
+#[derive(Debug)]
+enum Next {
+    /// Ask the PG for the reserved refund.
+    Ask(PaymentTransaction),
+    /// Reserved until the approval is settled.
+    Wait,
+    /// The payment was ended; nothing to ask.
+    Ended,
+}
+
 #[derive(Debug, Clone)]
 pub struct CancelPayment<R, G> {
     repository: R,
@@ -165,7 +215,10 @@ impl<R: PaymentRepository, G: PaymentGateway> CancelPayment<R, G> {
                     .iter()
                     .find(|t| t.id() == transaction_id)
                 {
-                    return Ok(Decision::Answer((payment.clone(), earlier.clone())));
+                    return Ok(Decision::Answer(Answer::Earlier(
+                        payment.clone(),
+                        earlier.clone(),
+                    )));
                 }
                 let amount = request
                     .amount
@@ -176,14 +229,38 @@ impl<R: PaymentRepository, G: PaymentGateway> CancelPayment<R, G> {
                     payment: Box::new(payment.clone()),
                     reason,
                 };
-                // The domain may reserve a refund while the approval is unknown;
-                // this use case asks the PG at once, so it cancels only what the
-                // PG approved.
-                if payment.status() == PaymentStatus::InProgress {
-                    return Err(refuse(PaymentError::InvalidTransition {
-                        from: PaymentStatus::InProgress,
-                        action: "cancel",
-                    }));
+                match (payment.status(), request.requester) {
+                    // A client cancels only what the PG approved.
+                    (PaymentStatus::InProgress, Requester::Client) => {
+                        return Err(refuse(PaymentError::InvalidTransition {
+                            from: PaymentStatus::InProgress,
+                            action: "cancel",
+                        }));
+                    }
+                    (PaymentStatus::Ready, Requester::OrderService) => {
+                        let withdrawn = PaymentCommand::Abort {
+                            failure: Failure {
+                                code: ORDER_CANCELED.into(),
+                                message: "the order was withdrawn before it was paid".into(),
+                            },
+                        };
+                        let change = Change::decide(Some(payment), &withdrawn).map_err(refuse)?;
+                        let failed = integration::payment_failed(
+                            &self.topics,
+                            change.state(),
+                            &request.causation,
+                            now,
+                        );
+                        return Ok(Decision::Record(change.announce(failed), Next::Ended));
+                    }
+                    // Ended so before (a redelivery, or a second refund of the
+                    // withdrawn order): nothing to refund, the message is seen.
+                    (PaymentStatus::Aborted, Requester::OrderService)
+                        if payment.failure().is_some_and(|f| f.code == ORDER_CANCELED) =>
+                    {
+                        return Ok(Decision::Acknowledge(Answer::Ended(payment.clone())));
+                    }
+                    _ => {}
                 }
                 let command = PaymentCommand::RequestCancel {
                     transaction_id,
@@ -205,21 +282,27 @@ impl<R: PaymentRepository, G: PaymentGateway> CancelPayment<R, G> {
                     reserved,
                     now,
                 );
-                Ok(Decision::Record(
-                    change.record(transaction.clone()),
-                    transaction,
-                ))
+                let next = if approved(payment) {
+                    Next::Ask(transaction.clone())
+                } else {
+                    Next::Wait
+                };
+                Ok(Decision::Record(change.record(transaction), next))
             },
         )
         .await?;
         match ran {
-            Ran::Answered((payment, earlier)) => {
+            Ran::Answered(Answer::Earlier(payment, earlier)) => {
                 self.resume(payment, earlier, &request.causation).await
             }
-            Ran::Recorded(requested, transaction) => {
+            Ran::Answered(Answer::Ended(payment)) | Ran::Recorded(payment, Next::Ended) => {
+                Ok(Canceled::Ended(payment))
+            }
+            Ran::Recorded(requested, Next::Ask(transaction)) => {
                 self.ask_gateway(requested, &transaction, &request.causation)
                     .await
             }
+            Ran::Recorded(reserved, Next::Wait) => Ok(Canceled::Waiting(reserved)),
         }
     }
 
@@ -231,6 +314,9 @@ impl<R: PaymentRepository, G: PaymentGateway> CancelPayment<R, G> {
         causation: &Causation,
     ) -> Result<Canceled, CancelError> {
         match transaction.status() {
+            TransactionStatus::Unknown if payment.status() == PaymentStatus::InProgress => {
+                Ok(Canceled::Waiting(payment))
+            }
             TransactionStatus::Unknown => self.ask_gateway(payment, &transaction, causation).await,
             TransactionStatus::Succeeded => Ok(Canceled::Repeated(payment)),
             TransactionStatus::Failed => Err(CancelError::Declined {
@@ -423,6 +509,142 @@ pub async fn resolve_cancel<R: PaymentRepository, G: PaymentGateway>(
     Ok(CancelResolved::Settled(settled))
 }
 
+/// Carries out the refunds that waited for the approval of `payment_id`
+/// (reserved while it was IN_PROGRESS, [`Requester::OrderService`]) once it
+/// is approved: each is sent with its own key and settled, as a cancel asked
+/// now would be. Call it after settling an approval; for a payment that is
+/// not approved it does nothing (an abort released them already, with
+/// `PAYMENT_NOT_APPROVED`). What is not settled now stays reserved and
+/// UNKNOWN for the reconciler ([`resolve_cancel`]).
+///
+/// # Errors
+/// [`SettleError`] when the store fails or an answer contradicts the
+/// payment; the cancels not carried out stay reserved for the reconciler.
+pub async fn carry_out_waiting_cancels<R: PaymentRepository, G: PaymentGateway>(
+    repository: &R,
+    gateway: &G,
+    topics: &Topics,
+    payment_id: PaymentId,
+    causation: &Causation,
+) -> Result<Payment, SettleError> {
+    let snapshot = repository
+        .load(&PaymentRef::Id(payment_id))
+        .await?
+        .ok_or(SettleError::NotFound(payment_id))?;
+    let mut payment = snapshot.payment.clone();
+    if !approved(&payment) {
+        return Ok(payment);
+    }
+    for pending in waited(&snapshot) {
+        let Some(transaction) = snapshot
+            .transactions
+            .iter()
+            .find(|t| t.id() == pending.transaction_id && t.status() == TransactionStatus::Unknown)
+        else {
+            continue;
+        };
+        let learned = learn(
+            repository,
+            gateway,
+            &payment,
+            &pending,
+            transaction,
+            Sends::First,
+        )
+        .await?;
+        if let Learned::Settled(resolution) = learned {
+            payment = settle_cancel(
+                repository,
+                topics,
+                payment_id,
+                transaction.id(),
+                &resolution,
+                causation,
+            )
+            .await?;
+        }
+    }
+    Ok(payment)
+}
+
+/// The cancels still reserved (not escalated) that were requested before
+/// the payment's approval was recorded: they waited for it.
+fn waited(snapshot: &Snapshot) -> Vec<PendingCancel> {
+    let Some(approval) = snapshot
+        .history
+        .iter()
+        .find(|e| matches!(e.event, PaymentEvent::PaymentApproved { .. }))
+        .map(|e| e.version)
+    else {
+        return Vec::new();
+    };
+    let before_approval: Vec<TransactionId> = snapshot
+        .history
+        .iter()
+        .filter(|e| e.version < approval)
+        .filter_map(|e| match e.event {
+            PaymentEvent::CancelRequested { transaction_id, .. } => Some(transaction_id),
+            _ => None,
+        })
+        .collect();
+    snapshot
+        .payment
+        .pending_cancels()
+        .iter()
+        .filter(|p| !p.escalated && before_approval.contains(&p.transaction_id))
+        .cloned()
+        .collect()
+}
+
+/// Completes a change that ends a payment unapproved (an abort, or a
+/// reverted confirmation with refunds waiting): the domain released the
+/// refunds that waited for the approval; each one's CANCEL transaction is
+/// settled FAILED with `PAYMENT_NOT_APPROVED` and a `PaymentCancelFailedEvent`
+/// tells the order service that nothing was taken, in the same commit. Any
+/// other change is returned as it is.
+pub(crate) fn release_unapproved(
+    mut change: Change,
+    before: &Snapshot,
+    topics: &Topics,
+    causation: &Causation,
+    now: DateTime<Utc>,
+) -> Change {
+    let after = change.state().clone();
+    if after.status() != PaymentStatus::Aborted {
+        return change;
+    }
+    let failure = Failure {
+        code: NOT_APPROVED.into(),
+        message: "the payment was never approved: nothing was taken".into(),
+    };
+    for pending in before.payment.pending_cancels() {
+        if pending_of(&after, pending.transaction_id).is_some() {
+            continue;
+        }
+        if let Some(mut transaction) = before
+            .transactions
+            .iter()
+            .find(|t| t.id() == pending.transaction_id)
+            .cloned()
+        {
+            if transaction.fail(failure.code.clone(), now).is_ok() {
+                change = change.record(transaction);
+            }
+        }
+        let failed = integration::payment_cancel_failed(
+            topics,
+            &after,
+            pending.amount,
+            pending.transaction_id,
+            &failure,
+            causation,
+            now,
+        );
+        change = change.announce(failed);
+    }
+    change
+}
+
 /// Hands a cancel to an operator: its reservation stays, visible as escalated.
 async fn escalate<R: PaymentRepository>(
     repository: &R,
@@ -533,6 +755,8 @@ async fn learn<R: PaymentRepository, G: PaymentGateway>(
         idempotency_key: transaction.idempotency_key().to_owned(),
     };
     let attempts = match sends {
+        // Only an approved payment's money can be given back.
+        _ if !approved(payment) => 0,
         Sends::First => 2,
         Sends::Again => 1,
         Sends::Never => 0,
@@ -787,7 +1011,13 @@ mod tests {
         assert_eq!(payment.cancelable(), won(10_000), "reservation released");
         let transactions = repository.all_transactions();
         assert_eq!(transactions[0].status(), TransactionStatus::Failed);
-        assert!(repository.outbox().is_empty());
+        let outbox = repository.outbox();
+        assert_eq!(outbox.len(), 1, "no PaymentCanceledEvent");
+        assert_eq!(outbox[0].event_type, "PaymentCancelFailedEvent");
+        let data = &outbox[0].payload["data"];
+        assert_eq!(data["code"], "NOT_CANCELABLE_PAYMENT");
+        assert_eq!(data["requestedAmount"], 3_000);
+        assert_eq!(data["requestId"], transactions[0].id().to_string());
     }
 
     #[tokio::test]
@@ -1102,5 +1332,186 @@ mod tests {
             repository.all_transactions()[0].status(),
             TransactionStatus::Unknown
         );
+    }
+
+    async fn carry_out(
+        repository: &MemoryRepository,
+        gateway: &Scripted,
+        payment: &Payment,
+    ) -> Payment {
+        carry_out_waiting_cancels(
+            repository,
+            gateway,
+            &topics(),
+            payment.id(),
+            &Causation::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A refund the order service asks by message `message_id`.
+    fn refund_message(payment: &Payment, amount: Option<i64>, message_id: &str) -> Cancel {
+        Cancel {
+            trigger: Trigger::Message(InboxEntry {
+                consumer: "order.refund.requested".into(),
+                message_id: message_id.into(),
+            }),
+            requester: Requester::OrderService,
+            ..cancel_request(payment, amount, message_id)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refund_asked_during_an_unknown_approval_waits_then_is_carried_out_once() {
+        let (repository, gateway, use_case, payment) = given(Stage::InProgress).await;
+        let outcome = use_case
+            .handle(refund_message(&payment, None, "refund-1"))
+            .await
+            .unwrap();
+        let Canceled::Waiting(waiting) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(waiting.cancelable(), won(0), "the whole amount reserved");
+        assert_eq!(gateway.cancels(), 0, "nothing sent before the approval");
+        assert!(repository.processed(&InboxEntry {
+            consumer: "order.refund.requested".into(),
+            message_id: "refund-1".into(),
+        }));
+        let transaction = repository.all_transactions()[0].clone();
+        assert_eq!(
+            resolve(&repository, &gateway, overdue(), &transaction).await,
+            CancelResolved::WaitingForApproval,
+            "the reconciler never sends it either"
+        );
+        assert_eq!(gateway.cancels(), 0);
+
+        crate::settle::settle_approval(
+            &repository,
+            &topics(),
+            payment.id(),
+            &crate::settle::Resolution::Approved(approved_at_gateway(KEY, ORDER, 10_000)),
+            &Causation::default(),
+        )
+        .await
+        .unwrap();
+        gateway.cancels_with(refunded(&[(10_000, "txk-after")]));
+        let carried = carry_out(&repository, &gateway, &payment).await;
+        assert_eq!(carried.status(), PaymentStatus::Canceled);
+        assert_eq!(gateway.cancels(), 1);
+        let again = carry_out(&repository, &gateway, &payment).await;
+        assert_eq!(again.status(), PaymentStatus::Canceled);
+        assert_eq!(gateway.cancels(), 1, "refunded once");
+        let types: Vec<String> = repository
+            .outbox()
+            .into_iter()
+            .map(|m| m.event_type)
+            .collect();
+        assert_eq!(types, ["PaymentCompletedEvent", "PaymentCanceledEvent"]);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_asked_after_the_approval_is_not_carried_out_as_waiting() {
+        let (repository, gateway, use_case, payment) = given(Stage::Done).await;
+        unknown_cancel(&repository, &use_case, &payment, 1_000).await;
+        let sent = gateway.cancels();
+        carry_out(&repository, &gateway, &payment).await;
+        assert_eq!(
+            gateway.cancels(),
+            sent,
+            "the reconciler's, not a waiting one"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_refund_is_released_when_the_approval_never_comes() {
+        let (repository, gateway, use_case, payment) = given(Stage::InProgress).await;
+        use_case
+            .handle(refund_message(&payment, Some(4_000), "refund-2"))
+            .await
+            .unwrap();
+        let aborted = crate::settle::settle_approval(
+            &repository,
+            &topics(),
+            payment.id(),
+            &crate::settle::Resolution::Declined(Failure {
+                code: "REJECT_CARD_PAYMENT".into(),
+                message: "declined".into(),
+            }),
+            &Causation::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(aborted.status(), PaymentStatus::Aborted);
+        assert!(aborted.pending_cancels().is_empty());
+        let cancel = &repository.all_transactions()[0];
+        assert_eq!(cancel.status(), TransactionStatus::Failed);
+        assert_eq!(cancel.failure_code(), Some(NOT_APPROVED));
+        let outbox = repository.outbox();
+        let types: Vec<&str> = outbox.iter().map(|m| m.event_type.as_str()).collect();
+        assert_eq!(types, ["PaymentFailedEvent", "PaymentCancelFailedEvent"]);
+        let data = &outbox[1].payload["data"];
+        assert_eq!(data["code"], NOT_APPROVED);
+        assert_eq!(data["requestedAmount"], 4_000);
+        assert_eq!(data["requestId"], cancel.id().to_string());
+        assert_eq!(gateway.cancels(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refund_of_a_ready_payment_ends_it_without_the_pg() {
+        let (repository, gateway, use_case, payment) = given(Stage::Ready).await;
+        let outcome = use_case
+            .handle(refund_message(&payment, None, "refund-3"))
+            .await
+            .unwrap();
+        let Canceled::Ended(ended) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(ended.status(), PaymentStatus::Aborted);
+        assert_eq!(ended.failure().unwrap().code, ORDER_CANCELED);
+        assert_eq!(gateway.cancels(), 0);
+        assert!(
+            repository.all_transactions().is_empty(),
+            "no PG interaction"
+        );
+        let outbox = repository.outbox();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox[0].event_type, "PaymentFailedEvent");
+        assert_eq!(outbox[0].payload["data"]["code"], ORDER_CANCELED);
+
+        let redelivered = use_case
+            .handle(refund_message(&payment, None, "refund-3"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                redelivered,
+                CancelError::Store(StoreError::AlreadyProcessed(_))
+            ),
+            "{redelivered:?}"
+        );
+        let another = use_case
+            .handle(refund_message(&payment, Some(1_000), "refund-4"))
+            .await
+            .unwrap();
+        assert!(matches!(another, Canceled::Ended(_)), "{another:?}");
+        assert!(repository.processed(&InboxEntry {
+            consumer: "order.refund.requested".into(),
+            message_id: "refund-4".into(),
+        }));
+        assert_eq!(repository.outbox().len(), 1, "ended once");
+    }
+
+    #[tokio::test]
+    async fn a_client_cannot_end_a_ready_payment_by_canceling_it() {
+        let (repository, gateway, use_case, payment) = given(Stage::Ready).await;
+        let error = use_case
+            .handle(cancel_request(&payment, None, "k1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, CancelError::Refused { .. }), "{error:?}");
+        assert_eq!(gateway.cancels(), 0);
+        let unchanged = repository.payment(payment.id()).await.unwrap().unwrap();
+        assert_eq!(unchanged.status(), PaymentStatus::Ready);
     }
 }

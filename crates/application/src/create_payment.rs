@@ -168,6 +168,7 @@ mod tests {
                 payment_completed: "payment.completed".into(),
                 payment_failed: "payment.failed".into(),
                 payment_canceled: "payment.canceled".into(),
+                payment_cancel_failed: "payment.cancel.failed".into(),
             },
             "order.placed".into(),
         )

@@ -8,7 +8,7 @@
 use std::str::FromStr as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use payment_domain::{Money, Payment, PaymentStatus};
+use payment_domain::{Failure, Money, Payment, PaymentStatus, TransactionId};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -24,6 +24,7 @@ pub struct Topics {
     pub payment_completed: String,
     pub payment_failed: String,
     pub payment_canceled: String,
+    pub payment_cancel_failed: String,
 }
 
 /// Who caused an event: the message or request that triggered the command.
@@ -220,6 +221,40 @@ pub fn payment_canceled(
     )
 }
 
+/// `PaymentCancelFailedEvent`: a refund the PG finally refused, or one
+/// that waited for an approval that never came (`PAYMENT_NOT_APPROVED`:
+/// nothing was taken). `requestId` is our cancel's id: the UUID v5 of the
+/// payment id and the request's key (a refund message's id), so the order
+/// service can match it to its request.
+#[must_use]
+pub fn payment_cancel_failed(
+    topics: &Topics,
+    payment: &Payment,
+    requested: Money,
+    request_id: TransactionId,
+    failure: &Failure,
+    causation: &Causation,
+    at: DateTime<Utc>,
+) -> OutboxMessage {
+    let data = json!({
+        "paymentId": payment.id(),
+        "orderId": payment.order_id(),
+        "requestedAmount": amount_json(requested),
+        "currency": requested.currency(),
+        "code": failure.code,
+        "message": failure.message,
+        "requestId": request_id.to_string(),
+    });
+    outbox_message(
+        &topics.payment_cancel_failed,
+        "PaymentCancelFailedEvent",
+        payment,
+        causation,
+        at,
+        data,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use payment_domain::{execute, Currency, OrderId, PaymentCommand, PaymentId, UserId};
@@ -233,6 +268,7 @@ mod tests {
             payment_completed: "completed".into(),
             payment_failed: "failed".into(),
             payment_canceled: "canceled".into(),
+            payment_cancel_failed: "cancel.failed".into(),
         }
     }
 

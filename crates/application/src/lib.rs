@@ -23,7 +23,8 @@ mod memory;
 mod testing;
 
 pub use cancel::{
-    resolve_cancel, Cancel, CancelError, CancelPayment, CancelResolved, CancelSettings, Canceled,
+    carry_out_waiting_cancels, resolve_cancel, Cancel, CancelError, CancelPayment, CancelResolved,
+    CancelSettings, Canceled, Requester,
 };
 pub use confirm::{AbortError, AbortFromWidget, Confirm, ConfirmError, ConfirmPayment, Confirmed};
 pub use create_payment::{CreatePayment, CreatePaymentError, Created, OrderPlaced};

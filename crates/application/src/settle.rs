@@ -8,6 +8,7 @@ use payment_domain::{
     TransactionKind, TransactionStatus,
 };
 
+use crate::cancel::release_unapproved;
 use crate::error::{Classify, Contended};
 use crate::gateway::{GatewayPayment, GatewayStatus};
 use crate::integration::{self, Causation, Topics};
@@ -138,7 +139,15 @@ pub async fn settle_approval<R: PaymentRepository>(
             if let Some(transaction) = pending {
                 change = change.record(transaction);
             }
-            Ok(Decision::Record(change.announce(announcement), ()))
+            // Refunds that waited for this approval, released by an abort.
+            let change = release_unapproved(
+                change.announce(announcement),
+                loaded,
+                topics,
+                causation,
+                now,
+            );
+            Ok(Decision::Record(change, ()))
         },
     )
     .await?;
@@ -155,7 +164,8 @@ pub enum CancelResolution {
 }
 
 /// Records the PG's answer to a requested cancel: the refund (balance down,
-/// `PaymentCanceledEvent`) or the release of the reservation, with the
+/// `PaymentCanceledEvent`) or the release of the reservation
+/// (`PaymentCancelFailedEvent`, so the order service learns it), with the
 /// CANCEL transaction settled in the same commit. Idempotent: an answer
 /// already recorded is not recorded again.
 ///
@@ -211,8 +221,8 @@ pub async fn settle_cancel<R: PaymentRepository>(
             };
             let mut change = Change::decide(Some(payment), &command)
                 .map_err(|reason| SettleError::Contradiction { payment_id, reason })?;
-            if let CancelResolution::Refunded { transaction_key } = resolution {
-                let canceled = integration::payment_canceled(
+            let announcement = match resolution {
+                CancelResolution::Refunded { transaction_key } => integration::payment_canceled(
                     topics,
                     change.state(),
                     pending.amount,
@@ -220,9 +230,18 @@ pub async fn settle_cancel<R: PaymentRepository>(
                     &pending.reason,
                     causation,
                     now,
-                );
-                change = change.announce(canceled);
-            }
+                ),
+                CancelResolution::Refused(failure) => integration::payment_cancel_failed(
+                    topics,
+                    change.state(),
+                    pending.amount,
+                    transaction_id,
+                    failure,
+                    causation,
+                    now,
+                ),
+            };
+            change = change.announce(announcement);
             if let Some(transaction) = transaction {
                 change = change.record(transaction);
             }

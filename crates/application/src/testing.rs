@@ -12,7 +12,7 @@ use payment_domain::{
 };
 use rust_decimal::Decimal;
 
-use crate::cancel::Cancel;
+use crate::cancel::{Cancel, Requester};
 use crate::gateway::{
     CancelRequest, ConfirmRequest, GatewayCancel, GatewayOutcome, GatewayPayment, GatewayStatus,
     LookupFailed, PaymentGateway,
@@ -108,6 +108,7 @@ pub(crate) fn topics() -> Topics {
         payment_completed: "completed".into(),
         payment_failed: "failed".into(),
         payment_canceled: "canceled".into(),
+        payment_cancel_failed: "cancel.failed".into(),
     }
 }
 
@@ -244,5 +245,6 @@ pub(crate) fn cancel_request(payment: &Payment, amount: Option<i64>, key: &str) 
         request_key: Some(key.into()),
         trigger: Trigger::Untracked,
         causation: Causation::default(),
+        requester: Requester::Client,
     }
 }

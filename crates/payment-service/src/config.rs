@@ -311,6 +311,9 @@ pub struct Topics {
     pub payment_completed: String,
     pub payment_failed: String,
     pub payment_canceled: String,
+    /// A refund the PG finally refused, or one whose payment was never
+    /// approved (`PAYMENT__TOPICS__PAYMENT_CANCEL_FAILED`).
+    pub payment_cancel_failed: String,
     pub saga_payment_initiated: String,
     pub saga_payment_completed: String,
     pub saga_payment_failed: String,
@@ -326,6 +329,7 @@ impl Default for Topics {
             payment_completed: "koosco.commerce.payment.completed".into(),
             payment_failed: "koosco.commerce.payment.failed".into(),
             payment_canceled: "koosco.commerce.payment.canceled".into(),
+            payment_cancel_failed: "koosco.commerce.payment.cancel.failed".into(),
             saga_payment_initiated: "payment.initiated".into(),
             saga_payment_completed: "payment.completed".into(),
             saga_payment_failed: "payment.failed".into(),

@@ -126,6 +126,7 @@ impl Application {
             payment_completed: topics.payment_completed.clone(),
             payment_failed: topics.payment_failed.clone(),
             payment_canceled: topics.payment_canceled.clone(),
+            payment_cancel_failed: topics.payment_cancel_failed.clone(),
         };
 
         let inbound = InboundWorker {
@@ -220,6 +221,7 @@ impl Application {
                 topics.payment_completed.clone(),
                 topics.payment_failed.clone(),
                 topics.payment_canceled.clone(),
+                topics.payment_cancel_failed.clone(),
             ],
             partitions: config.kafka.topic_partitions,
             replication: config.kafka.topic_replication,

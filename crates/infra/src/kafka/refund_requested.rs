@@ -5,10 +5,18 @@
 //! [`Trigger::Message`]): a redelivery finds the cancel's transaction and
 //! resumes or answers it, a concurrent second delivery is refused by the
 //! inbox, and nothing is ever refunded twice.
+//!
+//! No refund request is lost: for a payment whose approval is unknown
+//! (IN_PROGRESS) the refund is reserved and carried out once the approval
+//! is settled (or released as `PAYMENT_NOT_APPROVED` if it never comes);
+//! for a payment not paid yet (READY) the order is gone, so the payment is
+//! ended (`ORDER_CANCELED`) without calling the PG; a refund the PG refuses
+//! is acknowledged, its `PaymentCancelFailedEvent` published with the
+//! release. Each of these commits the message's inbox record with its effect.
 
 use payment_application::{
     Cancel, CancelError, CancelPayment, Canceled, Causation, InboxEntry, PaymentGateway,
-    PaymentQueries, PaymentRepository, StoreError, Trigger,
+    PaymentQueries, PaymentRepository, Requester, StoreError, Trigger,
 };
 use payment_domain::{amount_from_json, OrderId};
 use rust_decimal::Decimal;
@@ -106,10 +114,15 @@ impl<R: PaymentRepository + PaymentQueries, G: PaymentGateway> MessageHandler
                 correlation_id: refund.correlation_id,
                 traceparent: refund.traceparent,
             },
+            requester: Requester::OrderService,
         };
         match self.cancel.handle(request).await {
             Ok(Canceled::Done(_)) => Ok("refunded"),
             Ok(Canceled::Pending(_)) => Ok("refund_pending"),
+            Ok(Canceled::Waiting(_)) => Ok("refund_waiting_for_approval"),
+            Ok(Canceled::Ended(_)) => Ok("payment_ended"),
+            // Released, and PaymentCancelFailedEvent tells the order service.
+            Err(CancelError::Declined { .. }) => Ok("refund_declined"),
             Ok(Canceled::Repeated(_))
             | Err(CancelError::Store(StoreError::AlreadyProcessed(_))) => Ok("duplicate_message"),
             Err(error) => Err(HandlingError::classified(error)),
