@@ -315,9 +315,12 @@ history_topic() {
         "$CONF/payment-outbox-connector.json"
 }
 
-broker_has_topic() {
-    timeout 5 "$STACK_TANSU" topic list --broker "tcp://$PAYMENT__KAFKA__BROKERS" 2>/dev/null |
-        grep -qF "\"name\":\"$1\""
+# The broker's topic list (JSON), or a failure: never guess from an error,
+# the answer decides whether Connect's offsets are dropped.
+broker_topics() {
+    local tansu="${STACK_TANSU:-$STACK/bin/tansu}"
+    [[ -x $tansu ]] || die "no tansu CLI at $tansu (scripts/stack.sh up installs it)"
+    timeout 10 "$tansu" topic list --broker "tcp://$PAYMENT__KAFKA__BROKERS" 2>/dev/null
 }
 
 # Connect's offsets and the schema history topic belong together: Tansu keeps
@@ -325,16 +328,19 @@ broker_has_topic() {
 # connector would refuse to start from its stored offsets. Start over then
 # (at the binlog's end: rows written meanwhile are not relayed).
 check_history() {
-    local topic
+    local topic listing has=0
     topic="$(history_topic)"
-    if [[ -s $OFFSETS ]] && ! broker_has_topic "$topic"; then
+    listing="$(broker_topics)" || die "the broker at $PAYMENT__KAFKA__BROKERS does not list its topics"
+    [[ $listing == *"\"name\":\"$topic\""* ]] && has=1
+    if [[ -s $OFFSETS && $has == 0 ]]; then
         log "connect: the broker has no $topic (restarted?); dropping Connect's offsets"
         rm -f "$OFFSETS"
-    elif [[ ! -s $OFFSETS ]] && broker_has_topic "$topic"; then
+    elif [[ ! -s $OFFSETS && $has == 1 ]]; then
         # A history without offsets (after DEBEZIUM_RESET or a lost offsets
         # file) describes another datadir: start it afresh.
         log "connect: deleting the stale $topic"
-        timeout 10 "$STACK_TANSU" topic delete --broker "tcp://$PAYMENT__KAFKA__BROKERS" "$topic" >/dev/null ||
+        timeout 10 "${STACK_TANSU:-$STACK/bin/tansu}" topic delete \
+            --broker "tcp://$PAYMENT__KAFKA__BROKERS" "$topic" >/dev/null ||
             die "could not delete $topic"
     fi
 }

@@ -17,7 +17,7 @@ use crate::ports::{
     RecordedEvent, Snapshot, StoreError,
 };
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct State {
     streams: HashMap<PaymentId, Vec<RecordedEvent>>,
     payments: HashMap<PaymentId, Payment>,
@@ -26,6 +26,62 @@ struct State {
     outbox: Vec<OutboxMessage>,
     transactions: Vec<PaymentTransaction>,
     updated: HashMap<PaymentId, DateTime<Utc>>,
+}
+
+impl State {
+    /// Writes `commit` (all of it) or answers why not (nothing written).
+    fn apply(&mut self, commit: Commit) -> Result<(), StoreError> {
+        let state = self;
+        if let Some(entry) = &commit.inbox {
+            if state
+                .inbox
+                .contains(&(entry.consumer.clone(), entry.message_id.clone()))
+            {
+                return Err(StoreError::AlreadyProcessed(entry.clone()));
+            }
+        }
+        if let Some(append) = &commit.append {
+            let id = append.state.id();
+            let current = state.streams.get(&id).map_or(0, Vec::len) as u64;
+            if current != append.expected_version {
+                return Err(StoreError::Conflict {
+                    payment_id: id,
+                    expected_version: append.expected_version,
+                });
+            }
+            let order = append.state.order_id().clone();
+            if current == 0 && state.orders.contains_key(&order) {
+                return Err(StoreError::DuplicateOrder(order));
+            }
+            let stream = state.streams.entry(id).or_default();
+            for (version, event) in (current + 1..).zip(&append.events) {
+                stream.push(RecordedEvent {
+                    payment_id: id,
+                    version,
+                    occurred_at: append.occurred_at,
+                    event: event.clone(),
+                });
+            }
+            state.orders.insert(order, id);
+            state.payments.insert(id, append.state.clone());
+            state.updated.insert(id, append.occurred_at);
+        }
+        for transaction in commit.transactions {
+            match state
+                .transactions
+                .iter_mut()
+                .find(|t| t.id() == transaction.id())
+            {
+                Some(slot) => *slot = transaction,
+                None => state.transactions.push(transaction),
+            }
+        }
+        if let Some(entry) = commit.inbox {
+            state.inbox.insert((entry.consumer, entry.message_id));
+        }
+        state.outbox.extend(commit.outbox);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -85,55 +141,16 @@ impl PaymentRepository for MemoryRepository {
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        self.lock().apply(commit)
+    }
+
+    async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), StoreError> {
         let mut state = self.lock();
-        if let Some(entry) = &commit.inbox {
-            if state
-                .inbox
-                .contains(&(entry.consumer.clone(), entry.message_id.clone()))
-            {
-                return Err(StoreError::AlreadyProcessed(entry.clone()));
-            }
+        let mut next = state.clone();
+        for commit in commits {
+            next.apply(commit)?;
         }
-        if let Some(append) = &commit.append {
-            let id = append.state.id();
-            let current = state.streams.get(&id).map_or(0, Vec::len) as u64;
-            if current != append.expected_version {
-                return Err(StoreError::Conflict {
-                    payment_id: id,
-                    expected_version: append.expected_version,
-                });
-            }
-            let order = append.state.order_id().clone();
-            if current == 0 && state.orders.contains_key(&order) {
-                return Err(StoreError::DuplicateOrder(order));
-            }
-            let stream = state.streams.entry(id).or_default();
-            for (version, event) in (current + 1..).zip(&append.events) {
-                stream.push(RecordedEvent {
-                    payment_id: id,
-                    version,
-                    occurred_at: append.occurred_at,
-                    event: event.clone(),
-                });
-            }
-            state.orders.insert(order, id);
-            state.payments.insert(id, append.state.clone());
-            state.updated.insert(id, append.occurred_at);
-        }
-        for transaction in commit.transactions {
-            match state
-                .transactions
-                .iter_mut()
-                .find(|t| t.id() == transaction.id())
-            {
-                Some(slot) => *slot = transaction,
-                None => state.transactions.push(transaction),
-            }
-        }
-        if let Some(entry) = commit.inbox {
-            state.inbox.insert((entry.consumer, entry.message_id));
-        }
-        state.outbox.extend(commit.outbox);
+        *state = next;
         Ok(())
     }
 }

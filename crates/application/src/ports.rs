@@ -138,6 +138,34 @@ pub trait PaymentRepository: Send + Sync + 'static {
     /// [`StoreError::Unavailable`] and [`StoreError::Unexpected`] mean the
     /// store failed (nothing committed), transiently or for good.
     fn commit(&self, commit: Commit) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Persists several commands' commits in ONE database transaction, as
+    /// [`PaymentRepository::commit`] persists one: all of them, or none.
+    /// The commits concern distinct payments.
+    ///
+    /// A store that cannot write several commits together keeps this
+    /// default: it writes a single commit and refuses more (nothing
+    /// written), and the caller commits them one by one.
+    ///
+    /// # Errors
+    /// As [`PaymentRepository::commit`], for the first commit that failed;
+    /// nothing was written.
+    fn commit_all(
+        &self,
+        commits: Vec<Commit>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let count = commits.len();
+            let mut commits = commits.into_iter();
+            match (commits.next(), commits.next()) {
+                (None, _) => Ok(()),
+                (Some(commit), None) => self.commit(commit).await,
+                (Some(_), Some(_)) => Err(StoreError::Unexpected(anyhow::anyhow!(
+                    "this store commits one command at a time, not {count}"
+                ))),
+            }
+        }
+    }
 }
 
 /// The query side of the payment store: reads for the API and for the

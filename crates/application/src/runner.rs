@@ -150,37 +150,9 @@ where
     E: From<StoreError> + From<Contended>,
 {
     for _ in 0..ATTEMPTS {
-        let loaded = store.load(which).await?;
-        let now = Utc::now();
-        let expected_version = loaded.as_ref().map_or(0, |s| s.payment.version());
-        let (commit, outcome) = match decide(loaded.as_ref(), now)? {
-            Decision::Answer(answer) => return Ok(Ran::Answered(answer)),
-            Decision::Acknowledge(answer) => {
-                let Some(inbox) = trigger.inbox() else {
-                    return Ok(Ran::Answered(answer));
-                };
-                let seen = Commit {
-                    inbox: Some(inbox),
-                    ..Commit::default()
-                };
-                store.commit(seen).await?;
-                return Ok(Ran::Answered(answer));
-            }
-            Decision::Record(change, next) => {
-                let state = change.state.clone();
-                let commit = Commit {
-                    append: Some(Append {
-                        expected_version,
-                        events: change.events,
-                        state: change.state,
-                        occurred_at: now,
-                    }),
-                    transactions: change.transactions,
-                    outbox: change.outbox,
-                    inbox: trigger.inbox(),
-                };
-                (commit, Ran::Recorded(state, next))
-            }
+        let (commit, outcome) = prepare(store, which, trigger, &mut decide).await?;
+        let Some(commit) = commit else {
+            return Ok(outcome);
         };
         match store.commit(commit).await {
             Ok(()) => return Ok(outcome),
@@ -195,6 +167,98 @@ where
         attempts: ATTEMPTS,
     }
     .into())
+}
+
+/// Runs several commands, each on its own payment, and commits all their
+/// decisions in ONE store transaction ([`PaymentRepository::commit_all`]):
+/// `target` names a command's payment and trigger, `decide` judges it as
+/// [`run`]'s `decide` does. Every decision is taken on a state read before
+/// any of them is written, so the commands must concern distinct payments
+/// (and orders).
+///
+/// Answers `None` when they cannot be committed together — a decision
+/// failed, the store failed or refused (a race, a message seen before) —
+/// and then nothing was written: run each with [`run`], which deals with
+/// each failure as it should.
+pub(crate) async fn run_all<S, T, A, R, E>(
+    store: &S,
+    commands: &[T],
+    target: impl Fn(&T) -> (PaymentRef, Trigger),
+    mut decide: impl FnMut(&T, Option<&Snapshot>, DateTime<Utc>) -> Result<Decision<A, R>, E>,
+) -> Option<Vec<Ran<A, R>>>
+where
+    S: PaymentRepository,
+    E: From<StoreError> + fmt::Display,
+{
+    let mut commits = Vec::with_capacity(commands.len());
+    let mut outcomes = Vec::with_capacity(commands.len());
+    for command in commands {
+        let (which, trigger) = target(command);
+        let prepared = prepare(store, &which, &trigger, &mut |loaded, now| {
+            decide(command, loaded, now)
+        })
+        .await;
+        match prepared {
+            Ok((commit, outcome)) => {
+                commits.extend(commit);
+                outcomes.push(outcome);
+            }
+            Err(error) => {
+                tracing::debug!(%which, %error, "not decided in a batch; one by one");
+                return None;
+            }
+        }
+    }
+    match store.commit_all(commits).await {
+        Ok(()) => Some(outcomes),
+        Err(error) => {
+            tracing::debug!(%error, commands = commands.len(), "batch not committed; one by one");
+            None
+        }
+    }
+}
+
+/// One decision: loads the payment `which` refers to and lets `decide`
+/// judge it at `now`; answers the commit that records the decision (`None`
+/// when nothing is written) and the command's outcome once it is committed.
+async fn prepare<S, A, R, E>(
+    store: &S,
+    which: &PaymentRef,
+    trigger: &Trigger,
+    decide: &mut impl FnMut(Option<&Snapshot>, DateTime<Utc>) -> Result<Decision<A, R>, E>,
+) -> Result<(Option<Commit>, Ran<A, R>), E>
+where
+    S: PaymentRepository,
+    E: From<StoreError>,
+{
+    let loaded = store.load(which).await?;
+    let now = Utc::now();
+    let expected_version = loaded.as_ref().map_or(0, |s| s.payment.version());
+    Ok(match decide(loaded.as_ref(), now)? {
+        Decision::Answer(answer) => (None, Ran::Answered(answer)),
+        Decision::Acknowledge(answer) => {
+            let seen = trigger.inbox().map(|inbox| Commit {
+                inbox: Some(inbox),
+                ..Commit::default()
+            });
+            (seen, Ran::Answered(answer))
+        }
+        Decision::Record(change, next) => {
+            let state = change.state.clone();
+            let commit = Commit {
+                append: Some(Append {
+                    expected_version,
+                    events: change.events,
+                    state: change.state,
+                    occurred_at: now,
+                }),
+                transactions: change.transactions,
+                outbox: change.outbox,
+                inbox: trigger.inbox(),
+            };
+            (Some(commit), Ran::Recorded(state, next))
+        }
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,12 @@
 //! inbox makes the replay harmless. Transient failures (database down) are
 //! retried with backoff on the same message — the partition waits, nothing
 //! is skipped — and make the service not-ready while they last.
+//!
+//! The loop takes what is already fetched (up to [`BATCH`] messages), splits
+//! it by partition and handles the partitions concurrently, each in order:
+//! first as one batch ([`MessageHandler::handle_batch`], one transaction for
+//! many messages where the handler can), the rest one by one; then it
+//! stores each partition's offset after its last handled message.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use futures::future::BoxFuture;
+use futures::FutureExt as _;
 use payment_application::{Classify, HealthProbe};
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
@@ -107,6 +114,20 @@ pub trait MessageHandler: Send + Sync + 'static {
         &self,
         message: &Incoming,
     ) -> impl Future<Output = Result<&'static str, HandlingError>> + Send;
+
+    /// Handles several messages of ONE partition, in order, committing
+    /// their effects together where it safely can; answers the outcome
+    /// labels of the leading messages it handled (all, some or none). The
+    /// loop hands the rest to [`MessageHandler::handle`] one by one, so a
+    /// message that cannot be handled here (poison, a store outage) is
+    /// handled exactly as it would be alone. The default handles none.
+    fn handle_batch(
+        &self,
+        messages: &[Incoming],
+    ) -> impl Future<Output = Vec<&'static str>> + Send {
+        let _ = messages;
+        async { Vec::new() }
+    }
 }
 
 /// The dead-letter topic of `topic`.
@@ -158,6 +179,9 @@ impl HealthProbe for ConsumerHealth {
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The most messages taken at once (what is already fetched): one batch
+/// per partition among them, committed in one transaction where safe.
+const BATCH: usize = 256;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Consumes `topics` until `shutdown`, then commits the stored offsets.
@@ -203,7 +227,7 @@ pub async fn run_consumer<H: MessageHandler>(
             () = shutdown.cancelled() => break,
             received = consumer.recv() => received,
         };
-        let message = match received {
+        let first = match received {
             Ok(message) => message,
             Err(error) => {
                 tracing::warn!(%error, "consumer error");
@@ -211,12 +235,36 @@ pub async fn run_consumer<H: MessageHandler>(
                 continue;
             }
         };
-        let incoming = Incoming::from_message(&message);
-        if !process(&handler, &incoming, &dlq, &health, &shutdown).await {
-            break; // shutting down mid-retry: the message will be redelivered
+        // What is already fetched, never waiting for more.
+        let mut fetched = vec![first];
+        while fetched.len() < BATCH {
+            match consumer.recv().now_or_never() {
+                Some(Ok(message)) => fetched.push(message),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "consumer error");
+                    break;
+                }
+                None => break,
+            }
         }
-        if let Err(error) = consumer.store_offset_from_message(&message) {
-            tracing::warn!(topic = %incoming.topic, %error, "cannot store offset; the message may be redelivered");
+        let partitions = by_partition(fetched);
+        let handled =
+            futures::future::join_all(partitions.iter().map(|(_, incoming)| {
+                process_partition(&handler, incoming, &dlq, &health, &shutdown)
+            }))
+            .await;
+        let mut stopped = false;
+        for ((messages, incoming), done) in partitions.iter().zip(handled) {
+            if let Some(last) = done.checked_sub(1).map(|i| &messages[i]) {
+                if let Err(error) = consumer.store_offset_from_message(last) {
+                    tracing::warn!(topic = %last.topic(), %error, "cannot store offset; the messages may be redelivered");
+                }
+            }
+            // Shutting down mid-retry: the rest will be redelivered.
+            stopped |= done < incoming.len();
+        }
+        if stopped {
+            break;
         }
     }
 
@@ -225,6 +273,74 @@ pub async fn run_consumer<H: MessageHandler>(
     }
     tracing::info!(topics = ?names, "consumer stopped");
     Ok(())
+}
+
+/// The fetched messages per partition, each partition's in their order.
+fn by_partition(
+    fetched: Vec<BorrowedMessage<'_>>,
+) -> Vec<(Vec<BorrowedMessage<'_>>, Vec<Incoming>)> {
+    let mut partitions: Vec<(Vec<BorrowedMessage<'_>>, Vec<Incoming>)> = Vec::new();
+    for message in fetched {
+        let incoming = Incoming::from_message(&message);
+        let slot = partitions.iter().position(|(_, same)| {
+            same[0].partition == incoming.partition && same[0].topic == incoming.topic
+        });
+        match slot {
+            Some(slot) => {
+                partitions[slot].0.push(message);
+                partitions[slot].1.push(incoming);
+            }
+            None => partitions.push((vec![message], vec![incoming])),
+        }
+    }
+    partitions
+}
+
+/// Handles one partition's messages, in order, until each is done: as
+/// batches as far as the handler can, one by one where a batch stops short
+/// (a poison message, an outage: handled alone exactly as without
+/// batching, then batching resumes). After a batch that handled nothing,
+/// twice as many messages go one by one before the next try, so a stretch
+/// no batch can take (a redelivered run handled before) costs few tries.
+/// Answers how many are done (fewer than all only if shutdown came first).
+async fn process_partition<H: MessageHandler>(
+    handler: &H,
+    messages: &[Incoming],
+    dlq: &FutureProducer,
+    health: &ConsumerHealth,
+    shutdown: &CancellationToken,
+) -> usize {
+    let mut done = 0;
+    let mut alone = 1;
+    while done < messages.len() {
+        let rest = &messages[done..];
+        let batched = if rest.len() > 1 {
+            handler.handle_batch(rest).await
+        } else {
+            Vec::new()
+        };
+        for (message, outcome) in rest.iter().zip(&batched) {
+            metrics::counter!("kafka_messages_total", "topic" => message.topic.clone(), "outcome" => *outcome)
+                .increment(1);
+        }
+        let one_by_one = if batched.is_empty() {
+            let now = alone;
+            alone = (alone * 2).min(BATCH);
+            now
+        } else {
+            health.recovered();
+            alone = 1;
+            1
+        };
+        done += batched.len();
+        for message in messages[done..].iter().take(one_by_one) {
+            if !process(handler, message, dlq, health, shutdown).await {
+                return done;
+            }
+            done += 1;
+        }
+    }
+    done
 }
 
 /// Handles one message until it is done (effect committed or dead-lettered).

@@ -73,16 +73,36 @@ impl<R: PaymentRepository> MessageHandler for OrderPlacedHandler<R> {
         let order = decode(message).map_err(HandlingError::Permanent)?;
         let order_id = order.order_id.clone();
         match self.create.handle(order).await {
-            Ok(Created::Created(payment_id)) => {
-                tracing::info!(%order_id, %payment_id, "payment created");
-                Ok("created")
-            }
-            Ok(Created::DuplicateMessage) => Ok("duplicate_message"),
-            Ok(Created::AlreadyExists(payment_id)) => {
-                tracing::info!(%order_id, %payment_id, "order already has this payment; nothing new");
-                Ok("already_exists")
-            }
+            Ok(created) => Ok(outcome(&order_id, created)),
             Err(error) => Err(HandlingError::classified(error)),
+        }
+    }
+
+    /// The messages up to the first that does not decode, through
+    /// [`CreatePayment::handle_all`]: one transaction per run of distinct
+    /// orders.
+    async fn handle_batch(&self, messages: &[Incoming]) -> Vec<&'static str> {
+        let orders: Vec<OrderPlaced> = messages.iter().map_while(|m| decode(m).ok()).collect();
+        let done = self.create.handle_all(&orders).await;
+        orders
+            .iter()
+            .zip(done)
+            .map(|(order, created)| outcome(&order.order_id, created))
+            .collect()
+    }
+}
+
+/// The metrics label of what a message did, logged.
+fn outcome(order_id: &OrderId, created: Created) -> &'static str {
+    match created {
+        Created::Created(payment_id) => {
+            tracing::info!(%order_id, %payment_id, "payment created");
+            "created"
+        }
+        Created::DuplicateMessage => "duplicate_message",
+        Created::AlreadyExists(payment_id) => {
+            tracing::info!(%order_id, %payment_id, "order already has this payment; nothing new");
+            "already_exists"
         }
     }
 }

@@ -26,4 +26,17 @@ impl<A: MessageHandler, B: MessageHandler> MessageHandler for TopicRouter<A, B> 
             )))
         }
     }
+
+    async fn handle_batch(&self, messages: &[Incoming]) -> Vec<&'static str> {
+        // One partition's messages: one topic.
+        match messages.first() {
+            Some(first) if first.topic == self.first_topic => {
+                self.first.handle_batch(messages).await
+            }
+            Some(first) if first.topic == self.second_topic => {
+                self.second.handle_batch(messages).await
+            }
+            _ => Vec::new(),
+        }
+    }
 }

@@ -17,7 +17,7 @@ use payment_domain::{
     TransactionKind, TransactionStatus,
 };
 use rust_decimal::Decimal;
-use sqlx::{MySql, MySqlPool, Transaction};
+use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
 use tokio::sync::Notify;
 
 use super::errors::{classify, store_error, DbFailure, SqlContext as _};
@@ -71,16 +71,7 @@ impl MariaDbPaymentRepository {
             payment_id,
             expected_version: append.expected_version,
         };
-        let appended = u64::try_from(append.events.len())
-            .context("event count")
-            .map_err(StoreError::Unexpected)?;
-        if append.expected_version + appended != payment.version() {
-            return Err(StoreError::Unexpected(anyhow::anyhow!(
-                "state version {} does not follow version {} plus {appended} events",
-                payment.version(),
-                append.expected_version
-            )));
-        }
+        check_versions(append)?;
         for (version, event) in (append.expected_version + 1..).zip(&append.events) {
             let data = event_data(event)?;
             sqlx::query(
@@ -114,6 +105,33 @@ impl MariaDbPaymentRepository {
         .and_then(|rows| if rows == 1 { Ok(()) } else { Err(conflict()) })
     }
 
+    /// Deletes the inbox records of messages processed before
+    /// `processed_before`, a chunk at a time (short locks); answers how many.
+    /// A message redelivered after its record is gone would be applied
+    /// again, so the retention must outlast any redelivery: the topics'
+    /// retention, or how far back an operator may reset a consumer group.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Unexpected`] when the
+    /// store fails; what was deleted so far stays deleted.
+    pub async fn prune_inbox(&self, processed_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        const CHUNK: u64 = 5_000;
+        let mut pruned = 0;
+        loop {
+            let deleted = sqlx::query("DELETE FROM inbox WHERE processed_at < ? LIMIT ?")
+                .bind(processed_before)
+                .bind(CHUNK)
+                .execute(&self.pool)
+                .await
+                .store_context("prune inbox")?
+                .rows_affected();
+            pruned += deleted;
+            if deleted < CHUNK {
+                return Ok(pruned);
+            }
+        }
+    }
+
     async fn payment_id_of(&self, order_id: &OrderId) -> Result<Option<PaymentId>, StoreError> {
         let id: Option<String> =
             sqlx::query_scalar("SELECT payment_id FROM payments WHERE order_id = ?")
@@ -127,6 +145,23 @@ impl MariaDbPaymentRepository {
                 .map_err(StoreError::Unexpected)
         })
         .transpose()
+    }
+}
+
+/// Refuses an append whose state does not fold exactly its events onto
+/// the expected version (a bug in the caller, never written).
+fn check_versions(append: &Append) -> Result<(), StoreError> {
+    let appended = u64::try_from(append.events.len())
+        .context("event count")
+        .map_err(StoreError::Unexpected)?;
+    if append.expected_version + appended == append.state.version() {
+        Ok(())
+    } else {
+        Err(StoreError::Unexpected(anyhow::anyhow!(
+            "state version {} does not follow version {} plus {appended} events",
+            append.state.version(),
+            append.expected_version
+        )))
     }
 }
 
@@ -193,6 +228,213 @@ impl PaymentRepository for MariaDbPaymentRepository {
         }
         Ok(())
     }
+
+    /// One `BEGIN … COMMIT` for all of `commits`, each table written with
+    /// one multi-row statement (the projection's updates one by one, under
+    /// their version guard): the round trips of one command, whatever the
+    /// batch's size.
+    async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), StoreError> {
+        if commits.len() <= 1 {
+            return match commits.into_iter().next() {
+                Some(commit) => self.commit(commit).await,
+                None => Ok(()),
+            };
+        }
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await.store_context("begin transaction")?;
+        let inbox: Vec<&InboxEntry> = commits.iter().filter_map(|c| c.inbox.as_ref()).collect();
+        insert_inbox_rows(&mut tx, &inbox, now).await?;
+        let appends: Vec<&Append> = commits.iter().filter_map(|c| c.append.as_ref()).collect();
+        append_all(&mut tx, &appends).await?;
+        for transaction in commits.iter().flat_map(|c| &c.transactions) {
+            upsert_transaction(&mut tx, transaction)
+                .await
+                .store_context("write payment transaction")?;
+        }
+        let outbox: Vec<&OutboxMessage> = commits.iter().flat_map(|c| &c.outbox).collect();
+        insert_outbox_rows(&mut tx, &outbox)
+            .await
+            .store_context("write outbox messages")?;
+        tx.commit().await.store_context("commit transaction")?;
+        if let Some(signal) = self
+            .outbox_committed
+            .as_ref()
+            .filter(|_| !outbox.is_empty())
+        {
+            signal.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// The inbox records of a batch, in one statement; a duplicate names the
+/// message handled before.
+async fn insert_inbox_rows(
+    tx: &mut Transaction<'_, MySql>,
+    entries: &[&InboxEntry],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut insert =
+        QueryBuilder::<MySql>::new("INSERT INTO inbox (consumer, message_id, processed_at) ");
+    insert.push_values(entries, |mut row, entry| {
+        row.push_bind(&entry.consumer)
+            .push_bind(&entry.message_id)
+            .push_bind(at);
+    });
+    insert
+        .build()
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| match classify(&e) {
+            DbFailure::Duplicate(message) => StoreError::AlreadyProcessed(
+                (*named_in(&message, entries, |entry| {
+                    format!("'{}-{}'", entry.consumer, entry.message_id)
+                }))
+                .clone(),
+            ),
+            _ => store_error(e, "insert inbox records"),
+        })?;
+    Ok(())
+}
+
+/// The events and projection rows of a batch's appends (distinct
+/// payments): every event in one statement, the new payments' rows in
+/// another, each existing payment's row updated under its version guard.
+async fn append_all(
+    tx: &mut Transaction<'_, MySql>,
+    appends: &[&Append],
+) -> Result<(), StoreError> {
+    let conflict = |append: &Append| StoreError::Conflict {
+        payment_id: append.state.id(),
+        expected_version: append.expected_version,
+    };
+    let mut events = Vec::new();
+    for append in appends {
+        check_versions(append)?;
+        for (version, event) in (append.expected_version + 1..).zip(&append.events) {
+            events.push((append, version, event, event_data(event)?));
+        }
+    }
+    if !events.is_empty() {
+        let mut insert = QueryBuilder::<MySql>::new(
+            "INSERT INTO payment_events (payment_id, version, event_type, data, occurred_at) ",
+        );
+        insert.push_values(&events, |mut row, (append, version, event, data)| {
+            row.push_bind(append.state.id().to_string())
+                .push_bind(*version)
+                .push_bind(event.event_type())
+                .push_bind(data)
+                .push_bind(append.occurred_at);
+        });
+        insert
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| match classify(&e) {
+                DbFailure::Duplicate(message) => conflict(named_in(&message, appends, |a| {
+                    format!("'{}-", a.state.id())
+                })),
+                DbFailure::Deadlock => conflict(appends[0]),
+                _ => store_error(e, "append events"),
+            })?;
+    }
+    let (created, changed): (Vec<&Append>, Vec<&Append>) =
+        appends.iter().partition(|a| a.expected_version == 0);
+    if !created.is_empty() {
+        let mut insert = QueryBuilder::<MySql>::new(
+            "INSERT INTO payments (payment_id, order_id, user_id, amount, balance_amount, \
+             currency, status, payment_key, method, approved_at, failure_code, failure_message, \
+             version, created_at, updated_at) ",
+        );
+        insert.push_values(&created, |mut row, append| {
+            let payment = &append.state;
+            let failure = payment.failure();
+            row.push_bind(payment.id().to_string())
+                .push_bind(payment.order_id().as_str())
+                .push_bind(payment.user_id().as_str())
+                .push_bind(payment.amount().amount())
+                .push_bind(payment.balance().amount())
+                .push_bind(payment.amount().currency().code())
+                .push_bind(payment.status().as_str())
+                .push_bind(payment.payment_key().map(|k| k.as_str()))
+                .push_bind(payment.method())
+                .push_bind(payment.approved_at())
+                .push_bind(failure.map(|f| f.code.as_str()))
+                .push_bind(failure.map(|f| f.message.as_str()))
+                .push_bind(payment.version())
+                .push_bind(payment.created_at())
+                .push_bind(append.occurred_at);
+        });
+        insert
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| match classify(&e) {
+                DbFailure::Duplicate(message) if message.contains("uq_payments_order_id") => {
+                    let append = named_in(&message, &created, |a| {
+                        format!("'{}'", a.state.order_id().as_str())
+                    });
+                    StoreError::DuplicateOrder(append.state.order_id().clone())
+                }
+                DbFailure::Duplicate(_) | DbFailure::Deadlock => conflict(created[0]),
+                _ => store_error(e, "write payment projections"),
+            })?;
+    }
+    for append in changed {
+        let rows = update_projection(
+            tx,
+            &append.state,
+            append.expected_version,
+            append.occurred_at,
+        )
+        .await
+        .map_err(|e| match classify(&e) {
+            DbFailure::Duplicate(_) | DbFailure::Deadlock => conflict(append),
+            _ => store_error(e, "write payment projection"),
+        })?;
+        if rows != 1 {
+            return Err(conflict(append));
+        }
+    }
+    Ok(())
+}
+
+/// The item of `items` a duplicate-key `message` names (its `quoted`
+/// value appears in it), else the first.
+fn named_in<'a, T>(message: &str, items: &'a [&'a T], quoted: impl Fn(&T) -> String) -> &'a T {
+    items
+        .iter()
+        .find(|item| message.contains(&quoted(item)))
+        .unwrap_or(&items[0])
+}
+
+/// The batch's outbox rows, in one statement and in order (`seq` follows
+/// the order of the rows).
+async fn insert_outbox_rows(
+    tx: &mut Transaction<'_, MySql>,
+    messages: &[&OutboxMessage],
+) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut insert = QueryBuilder::<MySql>::new(
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent, \
+         created_at) ",
+    );
+    insert.push_values(messages, |mut row, message| {
+        row.push_bind(message.id.to_string())
+            .push_bind(&message.topic)
+            .push_bind(&message.key)
+            .push_bind(&message.event_type)
+            .push_bind(message.payload.to_string())
+            .push_bind(message.traceparent.as_deref())
+            .push_bind(message.created_at);
+    });
+    insert.build().execute(&mut **tx).await?;
+    Ok(())
 }
 
 impl PaymentQueries for MariaDbPaymentRepository {
