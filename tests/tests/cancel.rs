@@ -228,9 +228,13 @@ async fn a_timed_out_cancel_is_resolved_without_a_second_refund(
 ) {
     let w = TossWorld::start(pool_options, db, Reconciler::Fast, 500).await;
     let payment_id = paid(&w, "order-cancel-slow", "tgen_cancel_slow", 8_000).await;
-    // Toss refunds at once but answers after our 500 ms read timeout; our
-    // immediate retry with the same key finds the first still running.
-    w.toss.set_scenario(Scenario::Delay { millis: 1_500 });
+    // Toss holds the refund past our 500 ms read timeout and makes it later;
+    // our immediate retry with the same key finds the first still running,
+    // and the lookup shows nothing yet. (A refund Toss made at once but did
+    // not answer in time is learned from that lookup:
+    // a_refund_toss_made_but_answered_with_an_error_is_recorded_once.)
+    w.toss
+        .set_scenario(Scenario::DelayThenProcess { millis: 1_500 });
 
     let response = w
         .cancel(

@@ -321,13 +321,7 @@ impl<R: PaymentRepository, G: PaymentGateway> CancelPayment<R, G> {
             TransactionStatus::Succeeded => Ok(Canceled::Repeated(payment)),
             TransactionStatus::Failed => Err(CancelError::Declined {
                 payment: Box::new(payment),
-                failure: Failure {
-                    code: transaction
-                        .failure_code()
-                        .unwrap_or("CANCEL_FAILED")
-                        .to_owned(),
-                    message: "the payment gateway refused this cancel".into(),
-                },
+                failure: refusal_of(&transaction),
             }),
         }
     }
@@ -804,6 +798,9 @@ async fn learn<R: PaymentRepository, G: PaymentGateway>(
     let Some(snapshot) = repository.load(&PaymentRef::Id(payment.id())).await? else {
         return Ok(Learned::Unclear);
     };
+    if let Some(settled) = settled_meanwhile(&snapshot, transaction.id()) {
+        return Ok(Learned::Settled(settled));
+    }
     Ok(match (shown(&at_gateway, &snapshot, pending), declined) {
         (Shown::Refunded(transaction_key), _) => {
             Learned::Settled(CancelResolution::Refunded { transaction_key })
@@ -814,6 +811,39 @@ async fn learn<R: PaymentRepository, G: PaymentGateway>(
         (Shown::NothingTaken, None) => Learned::NothingTaken,
         (Shown::Unclear, _) => Learned::Unclear,
     })
+}
+
+/// How someone else (the reconciler, a concurrent repeat) settled the cancel
+/// while we asked: recording it again answers from that.
+fn settled_meanwhile(
+    snapshot: &Snapshot,
+    transaction_id: TransactionId,
+) -> Option<CancelResolution> {
+    if pending_of(&snapshot.payment, transaction_id).is_some() {
+        return None;
+    }
+    let transaction = snapshot
+        .transactions
+        .iter()
+        .find(|t| t.id() == transaction_id)?;
+    match transaction.status() {
+        TransactionStatus::Succeeded => Some(CancelResolution::Refunded {
+            transaction_key: transaction.transaction_key().map(str::to_owned),
+        }),
+        TransactionStatus::Failed => Some(CancelResolution::Refused(refusal_of(transaction))),
+        TransactionStatus::Unknown => None,
+    }
+}
+
+/// The refusal a FAILED cancel transaction recorded.
+fn refusal_of(transaction: &PaymentTransaction) -> Failure {
+    Failure {
+        code: transaction
+            .failure_code()
+            .unwrap_or("CANCEL_FAILED")
+            .to_owned(),
+        message: "the payment gateway refused this cancel".into(),
+    }
 }
 
 /// What the PG's view of a payment shows about one reserved cancel.
