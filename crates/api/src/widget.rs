@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use payment_application::{
-    AbortFromWidget, Causation, Confirm, ConfirmError, ConfirmPayment, Confirmed, PaymentGateway,
-    PaymentRepository,
+    trace, AbortFromWidget, Causation, Confirm, ConfirmError, ConfirmPayment, Confirmed,
+    PaymentGateway, PaymentRepository,
 };
 use payment_domain::{amount_from_json, Failure, OrderId, Payment, PaymentKey};
 use serde::Deserialize;
@@ -115,7 +115,7 @@ fn causation(headers: &HeaderMap) -> Causation {
     Causation {
         causation_id: text("x-request-id"),
         correlation_id: text("x-correlation-id"),
-        traceparent: text("traceparent"),
+        traceparent: trace::traceparent(text("traceparent").as_deref()),
     }
 }
 

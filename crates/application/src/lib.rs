@@ -15,6 +15,7 @@ pub mod ports;
 pub mod reconcile;
 mod runner;
 pub mod settle;
+pub mod trace;
 pub mod webhook;
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub fn decode(message: &Incoming) -> Result<OrderPlaced, String> {
         user_id,
         amount,
         correlation_id: envelope.correlationid,
-        traceparent: message.header("traceparent").map(str::to_owned),
+        traceparent: envelope.traceparent,
     })
 }
 
@@ -113,6 +113,8 @@ mod tests {
 
     use super::*;
 
+    const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
     fn message(payload: &str) -> Incoming {
         Incoming {
             topic: "koosco.commerce.order.placed".into(),
@@ -120,7 +122,7 @@ mod tests {
             offset: 7,
             key: None,
             payload: Some(payload.as_bytes().to_vec()),
-            headers: vec![("traceparent".into(), Some(b"00-abc-def-01".to_vec()))],
+            headers: vec![("traceparent".into(), Some(TRACEPARENT.as_bytes().to_vec()))],
         }
     }
 
@@ -145,7 +147,7 @@ mod tests {
             Money::new(dec!(15000), Currency::Krw).unwrap()
         );
         assert_eq!(order.correlation_id.as_deref(), Some("flow-1"));
-        assert_eq!(order.traceparent.as_deref(), Some("00-abc-def-01"));
+        assert_eq!(order.traceparent.as_deref(), Some(TRACEPARENT));
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub fn decode(message: &Incoming) -> Result<RefundRequested, String> {
             .filter(|r| !r.trim().is_empty())
             .unwrap_or_else(|| "refund requested by the order service".into()),
         correlation_id: envelope.correlationid,
-        traceparent: message.header("traceparent").map(str::to_owned),
+        traceparent: envelope.traceparent,
     })
 }
 
