@@ -3,6 +3,7 @@
 //! and the local broker, and talk to it over real HTTP.
 #![allow(clippy::expect_used)]
 
+pub mod backlog;
 pub mod kafka;
 pub mod orders;
 pub mod toss;

@@ -11,7 +11,9 @@
 //! * byte identity: the same rows relayed by Debezium and by the embedded
 //!   relay give the same partition, key, value, headers and timestamp — for
 //!   written rows, and for a payment's life run by the service in debezium
-//!   mode (placed, confirmed, partially canceled, refund requested);
+//!   mode (placed, confirmed, partially canceled, refund requested); and
+//!   the check fails for an embedded relay on librdkafka's default
+//!   partitioner;
 //! * `kill -9` of the Connect JVM while rows are written: nothing is lost,
 //!   every redelivered copy carries the same `id` and bytes, per-aggregate
 //!   order holds;
@@ -395,9 +397,17 @@ async fn both_relays_put_the_same_bytes_on_the_wire() {
 /// Runs the embedded relay (the service's, with the service's producer
 /// settings) over the table until it has published `rows` rows.
 async fn relay_embedded(pool: &MySqlPool, rows: usize) {
+    relay_embedded_with(pool, rows, kafka::producer()).await;
+}
+
+async fn relay_embedded_with(
+    pool: &MySqlPool,
+    rows: usize,
+    producer: rdkafka::producer::FutureProducer,
+) {
     let relay = OutboxRelay::new(
         pool.clone(),
-        kafka::producer(),
+        producer,
         RelaySettings {
             batch_size: 200,
             poll_interval: Duration::from_millis(50),
@@ -418,6 +428,18 @@ async fn relay_embedded(pool: &MySqlPool, rows: usize) {
 /// records in `debezium`) and once from the embedded relay. Both copies must
 /// be the same on the wire: topic, partition, key, value, headers, timestamp.
 fn assert_same_on_the_wire(debezium: &[Record], all: Vec<Record>, events: usize) {
+    let differences = wire_differences(debezium, all, events);
+    assert!(
+        differences.is_empty(),
+        "the relays differ on {} of {events} events:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
+}
+
+/// What differs between the two copies of each event (see
+/// `assert_same_on_the_wire`), one line per event and field.
+fn wire_differences(debezium: &[Record], all: Vec<Record>, events: usize) -> Vec<String> {
     assert_eq!(all.len(), 2 * events, "records from both relays");
     let from_debezium: HashSet<(String, i32, i64)> = debezium
         .iter()
@@ -453,12 +475,7 @@ fn assert_same_on_the_wire(debezium: &[Record], all: Vec<Record>, events: usize)
             }
         }
     }
-    assert!(
-        differences.is_empty(),
-        "the relays differ on {} of {events} events:\n{}",
-        differences.len(),
-        differences.join("\n")
-    );
+    differences
 }
 
 fn connect_pid(stack: &Stack) -> i32 {
@@ -787,5 +804,52 @@ async fn a_payment_scenario_is_byte_identical_from_both_relays() {
     eprintln!(
         "scenario: {} events ({types:?}) identical from both relays",
         rows.len()
+    );
+}
+
+/// The identity check has teeth: an embedded relay on librdkafka's default
+/// partitioner (`consistent_random`, CRC32 — what the service used before
+/// issue 11) puts some aggregates on other partitions than Connect does.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_identity_check_catches_librdkafkas_default_partitioner() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(stack) = stack("the_identity_check_catches_librdkafkas_default_partitioner").await
+    else {
+        return;
+    };
+    sqlx::query("DELETE FROM outbox")
+        .execute(&stack.pool)
+        .await
+        .unwrap();
+    let topic = kafka::unique_topic("debezium.crc32");
+    let messages: Vec<OutboxMessage> = (0..24)
+        .map(|n| message(&topic, &format!("pay-{}", Uuid::now_v7()), n, true))
+        .collect();
+    write_outbox(&stack.pool, messages.clone()).await;
+    let debezium = read_until(std::slice::from_ref(&topic), Duration::from_secs(60), |r| {
+        r.len() >= messages.len()
+    })
+    .await;
+    assert_eq!(debezium.len(), messages.len(), "Debezium's records");
+    let crc32: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "consistent_random")
+        .create()
+        .expect("producer");
+    relay_embedded_with(&stack.pool, messages.len(), crc32).await;
+    let all = read_until(std::slice::from_ref(&topic), Duration::from_secs(60), |r| {
+        r.len() >= 2 * messages.len()
+    })
+    .await;
+    let differences = wire_differences(&debezium, all, messages.len());
+    assert!(
+        differences.iter().any(|d| d.contains(": partition:")),
+        "expected partition differences with consistent_random, got: {differences:?}"
+    );
+    assert!(
+        differences.iter().all(|d| d.contains(": partition:")),
+        "only the partition may differ: {differences:?}"
     );
 }

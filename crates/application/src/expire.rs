@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use payment_domain::{PaymentCommand, PaymentStatus};
 
-use crate::error::Contended;
+use crate::error::{Classify as _, Contended};
 use crate::integration::{self, Causation, Topics};
 use crate::ports::{PaymentQueries, PaymentRef, PaymentRepository, StoreError};
 use crate::runner::{run, Change, Decision, Ran, Trigger};
@@ -40,10 +40,12 @@ impl<R: PaymentRepository + PaymentQueries> ExpirePayments<R> {
     }
 
     /// Expires the READY payments older than the TTL; answers how many.
-    /// A payment that changed meanwhile (confirmed, aborted) is left alone.
+    /// A payment that changed meanwhile (confirmed, aborted) is left alone;
+    /// one the store cannot read or refuses to write (its stream does not
+    /// replay) is logged and skipped.
     ///
     /// # Errors
-    /// When the store fails; what was expired so far stays expired.
+    /// When the store is unavailable; what was expired so far stays expired.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let ttl = chrono::Duration::from_std(self.ttl).unwrap_or_default();
         let candidates = self
@@ -82,6 +84,11 @@ impl<R: PaymentRepository + PaymentQueries> ExpirePayments<R> {
                 Ok(Ran::Answered(())) => {}
                 Err(ExpireError::Contended(error)) => {
                     tracing::warn!(%payment_id, %error, "not expired this round");
+                }
+                // This payment's own fault (a stream that does not replay):
+                // the others are expired all the same.
+                Err(ExpireError::Store(error)) if error.is_permanent() => {
+                    tracing::error!(%payment_id, error = format!("{error:#}"), "payment cannot be expired; skipped");
                 }
                 Err(ExpireError::Store(error)) => return Err(error),
             }

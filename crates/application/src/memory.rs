@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use payment_domain::{
-    OrderId, Payment, PaymentId, PaymentStatus, PaymentTransaction, TransactionKind,
+    OrderId, Payment, PaymentId, PaymentStatus, PaymentTransaction, TransactionId, TransactionKind,
     TransactionStatus,
 };
 
 use crate::ports::{
-    Commit, InboxEntry, OutboxMessage, PaymentQueries, PaymentRef, PaymentRepository,
-    RecordedEvent, Snapshot, StoreError,
+    Commit, Due, InboxEntry, OutboxMessage, PaymentQueries, PaymentRef, PaymentRepository,
+    RecordedEvent, RetrySchedule, Snapshot, StoreError,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -26,6 +26,8 @@ struct State {
     outbox: Vec<OutboxMessage>,
     transactions: Vec<PaymentTransaction>,
     updated: HashMap<PaymentId, DateTime<Utc>>,
+    /// The reconciler's backoff per transaction: looks taken, next due.
+    schedule: HashMap<TransactionId, (u32, DateTime<Utc>)>,
 }
 
 impl State {
@@ -207,20 +209,63 @@ impl PaymentQueries for MemoryRepository {
         Ok(ids)
     }
 
-    async fn unsettled(
+    async fn due(
         &self,
         kind: TransactionKind,
+        now: DateTime<Utc>,
         requested_before: DateTime<Utc>,
         limit: u32,
-    ) -> Result<Vec<PaymentTransaction>, StoreError> {
+    ) -> Result<Vec<Due>, StoreError> {
         let state = self.lock();
-        Ok(state
+        let mut due: Vec<(DateTime<Utc>, Due)> = state
             .transactions
             .iter()
             .filter(|t| t.kind() == kind && t.status() == TransactionStatus::Unknown)
             .filter(|t| t.requested_at() < requested_before)
+            .filter_map(|t| {
+                let (attempts, next) = state
+                    .schedule
+                    .get(&t.id())
+                    .copied()
+                    .unwrap_or((0, t.requested_at()));
+                (next <= now).then(|| {
+                    let transaction = t.clone();
+                    (
+                        next,
+                        Due {
+                            transaction,
+                            attempts,
+                        },
+                    )
+                })
+            })
+            .collect();
+        due.sort_by_key(|(next, _)| *next);
+        Ok(due
+            .into_iter()
             .take(limit as usize)
-            .cloned()
+            .map(|(_, due)| due)
             .collect())
+    }
+}
+
+impl RetrySchedule for MemoryRepository {
+    async fn postpone(
+        &self,
+        transaction: TransactionId,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let unknown = state
+            .transactions
+            .iter()
+            .any(|t| t.id() == transaction && t.status() == TransactionStatus::Unknown);
+        if unknown {
+            state
+                .schedule
+                .insert(transaction, (attempts, next_attempt_at));
+        }
+        Ok(())
     }
 }

@@ -7,7 +7,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use payment_domain::{
-    OrderId, Payment, PaymentEvent, PaymentId, PaymentStatus, PaymentTransaction, TransactionKind,
+    OrderId, Payment, PaymentEvent, PaymentId, PaymentStatus, PaymentTransaction, TransactionId,
+    TransactionKind,
 };
 use uuid::Uuid;
 
@@ -221,17 +222,47 @@ pub trait PaymentQueries: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<PaymentId>, StoreError>> + Send;
 
-    /// Up to `limit` gateway interactions of `kind` still UNKNOWN and
-    /// requested before `requested_before`, oldest first (for the reconciler).
+    /// Up to `limit` gateway interactions of `kind` still UNKNOWN, due for
+    /// another look at `now` and requested before `requested_before` (a
+    /// request still in flight is left alone), soonest due first, with the
+    /// looks already taken: the reconciler's work, in one indexed query.
     ///
     /// # Errors
     /// As [`PaymentQueries::payment`].
-    fn unsettled(
+    fn due(
         &self,
         kind: TransactionKind,
+        now: DateTime<Utc>,
         requested_before: DateTime<Utc>,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<PaymentTransaction>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Due>, StoreError>> + Send;
+}
+
+/// A gateway interaction whose outcome is unknown, due for another look.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Due {
+    pub transaction: PaymentTransaction,
+    /// Looks taken so far that settled nothing.
+    pub attempts: u32,
+}
+
+/// When the reconciler looks at an unknown gateway interaction again. The
+/// one write outside the command runner: it changes no payment — no event,
+/// no projection, nothing published — only when background work is due.
+pub trait RetrySchedule: Send + Sync + 'static {
+    /// Records that `transaction` has been looked at `attempts` times and
+    /// is next due at `next_attempt_at` — only while it is still UNKNOWN (one
+    /// settled meanwhile is left as it is).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Unexpected`] when the
+    /// store fails.
+    fn postpone(
+        &self,
+        transaction: TransactionId,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// An event as stored: its place in the stream and when it was recorded.

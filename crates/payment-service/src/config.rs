@@ -102,6 +102,11 @@ pub struct ReconcilerConfig {
     pub max_backoff_ms: u64,
     /// Toss accepts a confirm this long after the customer's authentication.
     pub confirm_window_secs: u64,
+    /// Due transactions selected per query.
+    pub batch: u32,
+    /// Payments resolved at once (each holds a pooled connection or a PG
+    /// request at a time: keep it below `database.max_connections`).
+    pub concurrency: usize,
     /// How long Toss replays an idempotency key's first answer (15 days):
     /// a cancel re-sent after that would be a second refund.
     pub cancel_idempotency_window_secs: u64,
@@ -125,6 +130,8 @@ impl Default for ReconcilerConfig {
             first_backoff_ms: 5_000,
             max_backoff_ms: 300_000,
             confirm_window_secs: 600,
+            batch: 500,
+            concurrency: 8,
             cancel_idempotency_window_secs: 15 * 24 * 3_600,
             cancel_safety_margin_secs: 24 * 3_600,
             cancel_resend_for_secs: 600,
@@ -421,6 +428,9 @@ impl Config {
         }
         if self.outbox.batch_size == 0 {
             return invalid("outbox.batch_size must be at least 1");
+        }
+        if self.reconciler.batch == 0 || self.reconciler.concurrency == 0 {
+            return invalid("reconciler.batch and reconciler.concurrency must be at least 1");
         }
         let reconciling = &self.reconciler;
         if reconciling.cancel_safety_margin_secs >= reconciling.cancel_idempotency_window_secs {

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use payment_application::{
-    Append, Commit, InboxEntry, OutboxMessage, PaymentQueries, PaymentRef, PaymentRepository,
-    RecordedEvent, Snapshot, StoreError,
+    Append, Commit, Due, InboxEntry, OutboxMessage, PaymentQueries, PaymentRef, PaymentRepository,
+    RecordedEvent, RetrySchedule, Snapshot, StoreError,
 };
 use payment_domain::{
     Currency, Money, OrderId, Payment, PaymentEvent, PaymentId, PaymentStatus, PaymentTransaction,
-    TransactionKind, TransactionStatus,
+    TransactionId, TransactionKind, TransactionStatus,
 };
 use rust_decimal::Decimal;
 use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
@@ -480,7 +480,7 @@ impl PaymentQueries for MariaDbPaymentRepository {
     async fn transactions(&self, id: PaymentId) -> Result<Vec<PaymentTransaction>, StoreError> {
         let rows: Vec<TransactionRow> = sqlx::query_as(concat!(
             TRANSACTION_COLUMNS!(),
-            " WHERE payment_id = ? ORDER BY requested_at, transaction_id"
+            " FROM payment_transactions WHERE payment_id = ? ORDER BY requested_at, transaction_id"
         ))
         .bind(id.to_string())
         .fetch_all(&self.pool)
@@ -514,27 +514,59 @@ impl PaymentQueries for MariaDbPaymentRepository {
             .map_err(StoreError::Unexpected)
     }
 
-    async fn unsettled(
+    async fn due(
         &self,
         kind: TransactionKind,
+        now: DateTime<Utc>,
         requested_before: DateTime<Utc>,
         limit: u32,
-    ) -> Result<Vec<PaymentTransaction>, StoreError> {
-        let rows: Vec<TransactionRow> = sqlx::query_as(concat!(
+    ) -> Result<Vec<Due>, StoreError> {
+        // One range of ix_payment_transactions_due (status, kind,
+        // next_attempt_at); `requested_at` only filters out the requests
+        // still in flight, which are few.
+        let rows: Vec<DueRow> = sqlx::query_as(concat!(
             TRANSACTION_COLUMNS!(),
-            " WHERE status = 'UNKNOWN' AND kind = ? AND requested_at < ? \
-             ORDER BY requested_at LIMIT ?"
+            ", attempts FROM payment_transactions \
+             WHERE status = 'UNKNOWN' AND kind = ? AND next_attempt_at <= ? \
+             AND requested_at < ? ORDER BY next_attempt_at LIMIT ?"
         ))
         .bind(kind.as_str())
+        .bind(now)
         .bind(requested_before)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .store_context("find unsettled transactions")?;
+        .store_context("find due transactions")?;
         rows.into_iter()
-            .map(TransactionRow::into_transaction)
+            .map(|row| {
+                Ok(Due {
+                    transaction: row.transaction.into_transaction()?,
+                    attempts: row.attempts,
+                })
+            })
             .collect::<anyhow::Result<_>>()
             .map_err(StoreError::Unexpected)
+    }
+}
+
+impl RetrySchedule for MariaDbPaymentRepository {
+    async fn postpone(
+        &self,
+        transaction: TransactionId,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE payment_transactions SET attempts = ?, next_attempt_at = ? \
+             WHERE transaction_id = ? AND status = 'UNKNOWN'",
+        )
+        .bind(attempts)
+        .bind(next_attempt_at)
+        .bind(transaction.to_string())
+        .execute(&self.pool)
+        .await
+        .store_context("postpone transaction")?;
+        Ok(())
     }
 }
 
@@ -543,7 +575,7 @@ macro_rules! TRANSACTION_COLUMNS {
     () => {
         "SELECT transaction_id, payment_id, kind, amount, currency, status, \
          CAST(idempotency_key AS CHAR) AS idempotency_key, transaction_key, failure_code, \
-         requested_at, completed_at FROM payment_transactions"
+         requested_at, completed_at"
     };
 }
 use TRANSACTION_COLUMNS;
@@ -591,6 +623,13 @@ impl TransactionRow {
             self.completed_at,
         ))
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    #[sqlx(flatten)]
+    transaction: TransactionRow,
+    attempts: u32,
 }
 
 #[derive(sqlx::FromRow)]
@@ -686,8 +725,8 @@ async fn upsert_transaction(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO payment_transactions (transaction_id, payment_id, kind, amount, currency, \
-         status, idempotency_key, transaction_key, failure_code, requested_at, completed_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         status, idempotency_key, transaction_key, failure_code, requested_at, completed_at, \
+         next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON DUPLICATE KEY UPDATE status = VALUES(status), \
          transaction_key = VALUES(transaction_key), failure_code = VALUES(failure_code), \
          completed_at = VALUES(completed_at)",
@@ -703,6 +742,7 @@ async fn upsert_transaction(
     .bind(transaction.failure_code())
     .bind(transaction.requested_at())
     .bind(transaction.completed_at())
+    .bind(transaction.requested_at()) // due at once
     .execute(&mut **tx)
     .await?;
     Ok(())
