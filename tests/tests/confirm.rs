@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use fake_toss::Scenario;
+use payment_e2e::kafka;
 use payment_e2e::orders::{place_order, status, wait_status};
 use payment_e2e::toss::{event_for, Reconciler, TossWorld};
 use serde_json::{json, Value};
@@ -264,29 +265,209 @@ async fn a_webhook_settles_a_payment_after_refetching_it(
     w.app.stop().await.unwrap();
 }
 
+/// The events recorded for `payment_id`, oldest first.
+async fn recorded_events(pool: &sqlx::MySqlPool, payment_id: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT CAST(event_type AS CHAR) FROM payment_events WHERE payment_id = ? ORDER BY version",
+    )
+    .bind(payment_id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// No event about `payment_id` reached `topic` (read for a few seconds,
+/// after a later event of the payment was seen: the relay publishes in
+/// commit order).
+async fn nothing_on(topic: &str, payment_id: &str) {
+    let seen = kafka::read_until(topic, Duration::from_secs(3), |_| false).await;
+    let about: Vec<Value> = seen
+        .iter()
+        .map(kafka::Received::json)
+        .filter(|event| event["subject"] == payment_id)
+        .collect();
+    assert!(about.is_empty(), "{about:?}");
+}
+
+async fn fail_redirect(w: &TossWorld, query: &str) -> reqwest::Response {
+    w.app
+        .http
+        .get(format!("{}/payments/toss/fail?{query}", w.app.address))
+        .send()
+        .await
+        .unwrap()
+}
+
+// Issue 9 item 4: the fail redirect is an unauthenticated browser request;
+// it records the failed attempt and ends nothing (this test asserted ABORTED
+// before issue 9 changed the contract).
 #[sqlx::test(migrations = false)]
-async fn the_widget_fail_redirect_aborts_a_ready_payment(
+async fn a_widget_fail_redirect_records_the_attempt_and_the_customer_can_still_pay(
     pool_options: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
     let w = world(pool_options, db, false).await;
     let payment_id = place_order(&w.topics, &w.pool, "order-fail-1", 15_000).await;
-    let response = w
-        .app
-        .http
-        .get(format!(
-            "{}/payments/toss/fail?code=PAY_PROCESS_CANCELED&message=canceled&orderId=order-fail-1",
-            w.app.address
-        ))
-        .send()
-        .await
-        .unwrap();
+    let response = fail_redirect(
+        &w,
+        "code=PAY_PROCESS_CANCELED&message=canceled&orderId=order-fail-1",
+    )
+    .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["status"], "ABORTED");
-    let failed = event_for(&w.topics.payment_failed, &payment_id)
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "READY");
+    assert_eq!(status(&w.pool, "order-fail-1").await, "READY");
+    assert_eq!(
+        recorded_events(&w.pool, &payment_id).await.last().unwrap(),
+        "AttemptFailed"
+    );
+
+    let paid = w.confirm("tgen_fail_1", "order-fail-1", 15_000).await;
+    assert_eq!(paid.status(), 200);
+    assert_eq!(paid.json::<Value>().await.unwrap()["status"], "DONE");
+    event_for(&w.topics.payment_completed, &payment_id).await;
+    nothing_on(&w.topics.payment_failed, &payment_id).await;
+
+    // A fail redirect for a paid payment changes nothing.
+    let late = fail_redirect(&w, "code=PAY_PROCESS_ABORTED&orderId=order-fail-1").await;
+    assert_eq!(late.status(), 200);
+    assert_eq!(late.json::<Value>().await.unwrap()["status"], "DONE");
+    assert_eq!(
+        recorded_events(&w.pool, &payment_id).await,
+        [
+            "PaymentCreated",
+            "AttemptFailed",
+            "ConfirmationStarted",
+            "PaymentApproved"
+        ]
+    );
+    w.app.stop().await.unwrap();
+}
+
+// Issue 9 item 1 (HTTP side): a value the failure columns cannot hold is
+// the caller's error, not a 503 retried forever.
+#[sqlx::test(migrations = false)]
+async fn a_fail_redirect_code_or_message_longer_than_the_store_keeps_is_a_400(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = world(pool_options, db, false).await;
+    place_order(&w.topics, &w.pool, "order-fail-long-1", 15_000).await;
+    let code = "C".repeat(101);
+    let message = "m".repeat(1_001);
+    for (query, field) in [
+        (format!("code={code}&orderId=order-fail-long-1"), "code"),
+        (
+            format!("code=X&message={message}&orderId=order-fail-long-1"),
+            "message",
+        ),
+    ] {
+        let response = fail_redirect(&w, &query).await;
+        assert_eq!(response.status(), 400, "{field}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], "INVALID_REQUEST");
+        assert_eq!(problem["errors"][0]["field"], field);
+    }
+    let longest = format!(
+        "code={}&message={}&orderId=order-fail-long-1",
+        "C".repeat(100),
+        "메".repeat(1_000)
+    );
+    assert_eq!(fail_redirect(&w, &longest).await.status(), 200);
+    assert_eq!(status(&w.pool, "order-fail-long-1").await, "READY");
+    w.app.stop().await.unwrap();
+}
+
+// Issue 9 item 4: a key Toss does not know for the order ends nothing.
+#[sqlx::test(migrations = false)]
+async fn a_confirm_with_a_key_toss_does_not_know_is_refused_then_the_real_confirm_completes(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = world(pool_options, db, false).await;
+    let payment_id = place_order(&w.topics, &w.pool, "order-bogus-1", 15_000).await;
+    w.toss.set_scenario(Scenario::UnissuedKey);
+
+    let bogus = w.confirm("tgen_bogus_1", "order-bogus-1", 15_000).await;
+    assert_eq!(bogus.status(), 400);
+    let problem: Value = bogus.json().await.unwrap();
+    assert_eq!(problem["code"], "PAYMENT_KEY_NOT_VERIFIED");
+    assert_eq!(problem["pgCode"], "NOT_FOUND_PAYMENT");
+    assert_eq!(problem["status"], 400);
+    assert_eq!(problem["paymentStatus"], "READY");
+    assert_eq!(status(&w.pool, "order-bogus-1").await, "READY");
+    assert!(
+        w.toss.calls().lookups >= 1,
+        "the refusal was checked at Toss"
+    );
+
+    w.toss.set_scenario(Scenario::Approve);
+    let real = w.confirm("tgen_real_1", "order-bogus-1", 15_000).await;
+    assert_eq!(real.status(), 200);
+    let body: Value = real.json().await.unwrap();
+    assert_eq!(body["status"], "DONE");
+    assert_eq!(body["paymentKey"], "tgen_real_1");
+    let completed = event_for(&w.topics.payment_completed, &payment_id)
         .await
         .json();
-    assert_eq!(failed["data"]["code"], "PAY_PROCESS_CANCELED");
+    assert_eq!(completed["data"]["paymentKey"], "tgen_real_1");
+    nothing_on(&w.topics.payment_failed, &payment_id).await;
+    assert_eq!(
+        recorded_events(&w.pool, &payment_id).await,
+        [
+            "PaymentCreated",
+            "ConfirmationStarted",
+            "ConfirmationReverted",
+            "ConfirmationStarted",
+            "PaymentApproved"
+        ]
+    );
+    let approvals: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(status AS CHAR) FROM payment_transactions WHERE kind = 'APPROVAL' ORDER BY requested_at",
+    )
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(approvals, ["FAILED", "SUCCEEDED"]);
+    w.app.stop().await.unwrap();
+}
+
+// Issue 9 item 4: our own credential error is never the customer's decline.
+#[sqlx::test(migrations = false)]
+async fn a_credential_error_is_a_503_the_payment_stays_payable_and_is_counted(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = world(pool_options, db, false).await;
+    let payment_id = place_order(&w.topics, &w.pool, "order-cred-1", 15_000).await;
+    let before = w
+        .app
+        .counter("payment_gateway_credential_errors_total", &[])
+        .await;
+    w.toss.set_scenario(Scenario::RejectCredentials);
+
+    let refused = w.confirm("tgen_cred_1", "order-cred-1", 15_000).await;
+    assert_eq!(refused.status(), 503);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "SERVICE_UNAVAILABLE");
+    assert_eq!(status(&w.pool, "order-cred-1").await, "READY");
+    assert!(
+        w.app
+            .counter(
+                "payment_gateway_credential_errors_total",
+                &[("operation", "confirm")]
+            )
+            .await
+            >= before + 1.0
+    );
+
+    w.toss.set_scenario(Scenario::Approve);
+    let paid = w.confirm("tgen_cred_1", "order-cred-1", 15_000).await;
+    assert_eq!(paid.status(), 200);
+    assert_eq!(paid.json::<Value>().await.unwrap()["status"], "DONE");
+    event_for(&w.topics.payment_completed, &payment_id).await;
+    nothing_on(&w.topics.payment_failed, &payment_id).await;
+    assert_eq!(w.toss.calls().confirms_approved, 1);
     w.app.stop().await.unwrap();
 }
 

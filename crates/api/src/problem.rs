@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use payment_application::integration::amount_json;
 use payment_application::{
-    AbortError, CancelError, Classify, ConfirmError, NoticeError, StoreError,
+    AttemptError, CancelError, Classify, ConfirmError, NoticeError, StoreError,
 };
 use payment_domain::PaymentError;
 use serde_json::{json, Map, Value};
@@ -51,6 +51,9 @@ pub enum ProblemCode {
     IdempotencyKeyRequired,
     /// 400: the widget's amount is not the order's (tampering); Toss was not called.
     AmountMismatch,
+    /// 400: Toss refused the payment key (or its session) and holds no payment
+    /// with it for this order; the payment is READY again (`pgCode`).
+    PaymentKeyNotVerified,
     /// 402: Toss declined the payment; `pgCode` is Toss's code.
     PaymentDeclined,
     /// 402: Toss refused the cancel; `pgCode` is Toss's code.
@@ -81,9 +84,10 @@ impl ProblemCode {
     #[must_use]
     pub const fn status(self) -> StatusCode {
         match self {
-            Self::InvalidRequest | Self::IdempotencyKeyRequired | Self::AmountMismatch => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidRequest
+            | Self::IdempotencyKeyRequired
+            | Self::AmountMismatch
+            | Self::PaymentKeyNotVerified => StatusCode::BAD_REQUEST,
             Self::PaymentDeclined | Self::CancelDeclined => StatusCode::PAYMENT_REQUIRED,
             Self::PaymentNotFound => StatusCode::NOT_FOUND,
             Self::PaymentInProgress
@@ -104,6 +108,7 @@ impl ProblemCode {
             Self::InvalidRequest => "The request is invalid",
             Self::IdempotencyKeyRequired => "An Idempotency-Key header is required",
             Self::AmountMismatch => "The amount does not match the order",
+            Self::PaymentKeyNotVerified => "The payment key is not this order's at Toss",
             Self::PaymentDeclined => "The payment was declined",
             Self::CancelDeclined => "The payment gateway refused the cancel",
             Self::PaymentNotFound => "No such payment",
@@ -125,6 +130,7 @@ impl ProblemCode {
             Self::InvalidRequest => "INVALID_REQUEST",
             Self::IdempotencyKeyRequired => "IDEMPOTENCY_KEY_REQUIRED",
             Self::AmountMismatch => "AMOUNT_MISMATCH",
+            Self::PaymentKeyNotVerified => "PAYMENT_KEY_NOT_VERIFIED",
             Self::PaymentDeclined => "PAYMENT_DECLINED",
             Self::CancelDeclined => "CANCEL_DECLINED",
             Self::PaymentNotFound => "PAYMENT_NOT_FOUND",
@@ -292,15 +298,24 @@ impl From<ConfirmError> for Problem {
             )
             .with("paymentId", payment.id())
             .with("status", payment.status()),
-            other @ (ConfirmError::Contended(_) | ConfirmError::Store(_)) => Self::failed(other),
+            ConfirmError::KeyNotVerified { payment, failure } => Self::new(
+                ProblemCode::PaymentKeyNotVerified,
+                "Toss does not hold this payment key for this order; the payment was not confirmed and may be paid again",
+            )
+            .with("paymentId", payment.id())
+            .with("paymentStatus", payment.status())
+            .with("pgCode", failure.code),
+            other @ (ConfirmError::GatewayUnavailable { .. }
+            | ConfirmError::Contended(_)
+            | ConfirmError::Store(_)) => Self::failed(other),
         }
     }
 }
 
-impl From<AbortError> for Problem {
-    fn from(error: AbortError) -> Self {
+impl From<AttemptError> for Problem {
+    fn from(error: AttemptError) -> Self {
         match error {
-            AbortError::NotFound(order_id) => Self::new(
+            AttemptError::NotFound(order_id) => Self::new(
                 ProblemCode::PaymentNotFound,
                 format!("order {order_id} has no payment"),
             ),
@@ -363,10 +378,11 @@ mod tests {
 
     use super::*;
 
-    const ALL: [ProblemCode; 14] = [
+    const ALL: [ProblemCode; 15] = [
         ProblemCode::InvalidRequest,
         ProblemCode::IdempotencyKeyRequired,
         ProblemCode::AmountMismatch,
+        ProblemCode::PaymentKeyNotVerified,
         ProblemCode::PaymentDeclined,
         ProblemCode::CancelDeclined,
         ProblemCode::PaymentNotFound,

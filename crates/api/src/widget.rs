@@ -1,6 +1,8 @@
 //! The Toss widget's HTTP surface: the success and fail redirects and the
 //! confirm API the front-end may call instead (Toss's webhook is in
-//! `webhook.rs`).
+//! `webhook.rs`). A redirect is an unauthenticated browser request: what it
+//! carries is checked here against what the store can hold, and trusted
+//! only once Toss confirms it.
 
 use std::sync::Arc;
 
@@ -11,8 +13,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use payment_application::{
-    trace, AbortFromWidget, Causation, Confirm, ConfirmError, ConfirmPayment, Confirmed,
-    PaymentGateway, PaymentRepository,
+    trace, Causation, Confirm, ConfirmError, ConfirmPayment, Confirmed, PaymentGateway,
+    PaymentRepository, RecordFailedAttempt,
 };
 use payment_domain::{amount_from_json, Failure, OrderId, Payment, PaymentKey};
 use serde::Deserialize;
@@ -34,7 +36,7 @@ pub struct WidgetRedirects {
 #[derive(Debug)]
 pub struct WidgetState<R, G> {
     pub confirm: ConfirmPayment<R, G>,
-    pub abort: AbortFromWidget<R>,
+    pub failed_attempt: RecordFailedAttempt<R>,
     pub redirects: WidgetRedirects,
 }
 
@@ -184,11 +186,11 @@ async fn run_confirm<R: PaymentRepository, G: PaymentGateway>(
     responses(
         (status = 200, description = "Approved (now, or before: a repeated confirm)", body = PaymentView),
         (status = 202, description = "Outcome not known yet: IN_PROGRESS, settled by the reconciler", body = PaymentView),
-        (status = 400, description = "`INVALID_REQUEST` (field errors) or `AMOUNT_MISMATCH` (tampering; Toss not called)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "`INVALID_REQUEST` (field errors), `AMOUNT_MISMATCH` (tampering; Toss not called) or `PAYMENT_KEY_NOT_VERIFIED` (Toss holds no payment with that key for the order; the payment is READY again)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 402, description = "`PAYMENT_DECLINED`, with Toss's `pgCode`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "`PAYMENT_IN_PROGRESS` or `PAYMENT_NOT_CONFIRMABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "`SERVICE_UNAVAILABLE` (also when Toss refused our own credentials: the payment is READY again)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(name = "confirm", skip_all, fields(order_id))]
@@ -234,7 +236,7 @@ fn redirect(base: &str, pairs: &[(&str, &str)]) -> Response {
         (status = 200, description = "JSON answer (no redirect configured, or `Accept: application/json`)", body = PaymentView),
         (status = 202, description = "Processing", body = PaymentView),
         (status = 303, description = "Redirect to the configured success/fail page"),
-        (status = 400, description = "`INVALID_REQUEST` or `AMOUNT_MISMATCH`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "`INVALID_REQUEST`, `AMOUNT_MISMATCH` or `PAYMENT_KEY_NOT_VERIFIED`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 402, description = "`PAYMENT_DECLINED`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "`PAYMENT_IN_PROGRESS` or `PAYMENT_NOT_CONFIRMABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
@@ -271,26 +273,73 @@ async fn success_redirect<R: PaymentRepository, G: PaymentGateway>(
     }
 }
 
+/// The longest failure code and message the store keeps (the
+/// `failure_code` and `failure_message` columns, in characters).
+const FAILURE_CODE_MAX: usize = 100;
+const FAILURE_MESSAGE_MAX: usize = 1000;
+
 /// The widget's fail redirect query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub(crate) struct FailParams {
-    /// Toss's error code (e.g. `PAY_PROCESS_CANCELED`).
+    /// Toss's error code (e.g. `PAY_PROCESS_CANCELED`); at most 100 characters.
+    #[param(max_length = 100)]
     code: Option<String>,
+    /// At most 1000 characters.
+    #[param(max_length = 1000)]
     message: Option<String>,
     /// Required.
     order_id: Option<String>,
 }
 
+/// At most `max` characters, or the field's error.
+fn bounded(field: &'static str, value: String, max: usize) -> Result<String, FieldError> {
+    if value.chars().count() <= max {
+        Ok(value)
+    } else {
+        Err(FieldError {
+            field,
+            reason: format!("must be at most {max} characters"),
+        })
+    }
+}
+
+/// Parses the fail redirect's query, naming every bad field.
+fn parse_fail(params: FailParams) -> Result<(OrderId, Failure), Problem> {
+    let mut errors = Vec::new();
+    let order_id = FieldError::required("orderId", params.order_id, OrderId::parse)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let code = bounded(
+        "code",
+        params.code.unwrap_or_else(|| "USER_CANCEL".into()),
+        FAILURE_CODE_MAX,
+    )
+    .map_err(|e| errors.push(e))
+    .ok();
+    let message = bounded(
+        "message",
+        params.message.unwrap_or_default(),
+        FAILURE_MESSAGE_MAX,
+    )
+    .map_err(|e| errors.push(e))
+    .ok();
+    match (order_id, code, message) {
+        (Some(order_id), Some(code), Some(message)) => Ok((order_id, Failure { code, message })),
+        _ => Err(Problem::invalid(errors)),
+    }
+}
+
 /// `GET /payments/toss/fail?code&message&orderId`: the widget's fail
-/// redirect. A READY payment is aborted with the widget's reason.
+/// redirect. The attempt's failure is recorded on a READY payment, which
+/// stays open for a retry until it expires; any other payment is unchanged.
 #[utoipa::path(
     get, path = "/payments/toss/fail", tag = "widget", params(FailParams),
     responses(
-        (status = 200, description = "The payment (ABORTED, or unchanged if it was no longer READY)", body = PaymentView),
+        (status = 200, description = "The payment: READY with the failure recorded, or unchanged if it was no longer READY", body = PaymentView),
         (status = 303, description = "Redirect to the configured fail page"),
-        (status = 400, description = "`INVALID_REQUEST`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "`INVALID_REQUEST` (no or a malformed `orderId`, a `code` or `message` too long)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     )
@@ -301,21 +350,13 @@ async fn fail_redirect<R: PaymentRepository, G: PaymentGateway>(
     headers: HeaderMap,
     Query(params): Query<FailParams>,
 ) -> Response {
-    let order_id = match FieldError::required("orderId", params.order_id, OrderId::parse) {
-        Ok(order_id) => order_id,
-        Err(error) => return Problem::invalid(vec![error]).into_response(),
+    let (order_id, failure) = match parse_fail(params) {
+        Ok(parsed) => parsed,
+        Err(problem) => return problem.into_response(),
     };
     Span::current().record("order_id", order_id.as_str());
-    let failure = Failure {
-        code: params.code.unwrap_or_else(|| "USER_CANCEL".into()),
-        message: params.message.unwrap_or_default(),
-    };
     let code = failure.code.clone();
-    match state
-        .abort
-        .handle(&order_id, failure, &causation(&headers))
-        .await
-    {
+    match state.failed_attempt.handle(&order_id, failure).await {
         Ok(payment) => match &state.redirects.fail_url {
             Some(url) if !wants_json(&headers) => {
                 redirect(url, &[("orderId", order_id.as_str()), ("code", &code)])

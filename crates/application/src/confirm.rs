@@ -1,5 +1,5 @@
 //! Use cases of the Toss widget: the success redirect (confirm) and the fail
-//! redirect (abort).
+//! redirect (a failed attempt, recorded).
 //!
 //! Confirm, the money path:
 //! 1. the claimed amount must equal the stored order amount — the widget's
@@ -9,9 +9,14 @@
 //!    idempotency key) are COMMITTED before the PG is called — of many
 //!    concurrent confirms exactly one wins that commit, the others answer
 //!    "in progress";
-//! 3. approved → DONE + completed event; declined → ABORTED + failed event;
-//!    unknown → looked up at once; still unknown → "processing", left to the
-//!    reconciler. Never guessed.
+//! 3. approved → DONE + completed event; declined → ABORTED + failed event; unknown → looked up at
+//!    once; still unknown → "processing", left to the reconciler. Never
+//!    guessed.
+//! 4. nobody can end a customer's payment with a key that is not theirs: a
+//!    refusal about the key or session itself is applied only when a lookup
+//!    shows the key is this order's; otherwise the payment goes back to
+//!    READY and the confirm is refused. Our own credential errors are never
+//!    a decline either: back to READY, "unavailable".
 //!
 //! Runs twice? A confirm after DONE returns the payment without calling the
 //! PG. Dies half-way? The payment stays IN_PROGRESS with its transaction, and
@@ -25,7 +30,7 @@ use rust_decimal::Decimal;
 
 use crate::error::{Classify, Contended};
 use crate::gateway::{ConfirmRequest, GatewayOutcome, PaymentGateway};
-use crate::integration::{self, Causation, Topics};
+use crate::integration::{Causation, Topics};
 use crate::ports::{PaymentRef, PaymentRepository, StoreError};
 use crate::runner::{run, Change, Decision, Ran, Trigger};
 use crate::settle::{settle_approval, Resolution, SettleError};
@@ -64,6 +69,21 @@ pub enum ConfirmError {
     /// The payment cannot be confirmed in its state (or with that key).
     #[error("a payment that is {} cannot be confirmed", .0.status())]
     NotConfirmable(Box<Payment>),
+    /// The PG refused the key (or its session) and holds no payment with it
+    /// for this order: the payment is READY again, nothing was published.
+    #[error("the payment key is not one the PG holds for this order ({})", .failure.code)]
+    KeyNotVerified {
+        payment: Box<Payment>,
+        failure: Failure,
+    },
+    /// The PG did not process the confirm for a reason of ours (credentials,
+    /// configuration), or a refusal could not be checked: the payment is
+    /// READY again; the customer may retry.
+    #[error("the payment gateway did not process the confirm: {reason}")]
+    GatewayUnavailable {
+        payment: Box<Payment>,
+        reason: String,
+    },
     #[error(transparent)]
     Contended(#[from] Contended),
     #[error(transparent)]
@@ -75,11 +95,30 @@ impl Classify for ConfirmError {
         match self {
             Self::Contended(error) => error.is_permanent(),
             Self::Store(error) => error.is_permanent(),
-            // Asking again later may find the other confirm finished.
-            Self::InProgress(_) => false,
-            Self::NotFound(_) | Self::AmountMismatch { .. } | Self::NotConfirmable(_) => true,
+            // Asking again later may find the other confirm finished, or
+            // the gateway working again.
+            Self::InProgress(_) | Self::GatewayUnavailable { .. } => false,
+            Self::NotFound(_)
+            | Self::AmountMismatch { .. }
+            | Self::NotConfirmable(_)
+            | Self::KeyNotVerified { .. } => true,
         }
     }
+}
+
+/// What the gateway's answer to a confirm settles.
+enum Learned {
+    /// Nothing yet: the reconciler will find out.
+    Nothing,
+    Settles(Resolution),
+    /// The PG did not process the attempt: back to READY, and refuse.
+    Reopens(Failure, Reopened),
+}
+
+/// Why a confirm sent the payment back to READY.
+enum Reopened {
+    KeyNotVerified,
+    Unavailable(String),
 }
 
 #[derive(Debug, Clone)]
@@ -159,7 +198,7 @@ impl<R: PaymentRepository, G: PaymentGateway> ConfirmPayment<R, G> {
         match ran {
             Ran::Answered(done) => Ok(Confirmed::Done(done)),
             Ran::Recorded(started, transaction) => {
-                Ok(self.call_gateway(started, &transaction, &request).await)
+                self.call_gateway(started, &transaction, &request).await
             }
         }
     }
@@ -169,7 +208,7 @@ impl<R: PaymentRepository, G: PaymentGateway> ConfirmPayment<R, G> {
         started: Payment,
         transaction: &PaymentTransaction,
         request: &Confirm,
-    ) -> Confirmed {
+    ) -> Result<Confirmed, ConfirmError> {
         let outcome = self
             .gateway
             .confirm(&ConfirmRequest {
@@ -179,27 +218,41 @@ impl<R: PaymentRepository, G: PaymentGateway> ConfirmPayment<R, G> {
                 idempotency_key: transaction.idempotency_key().to_owned(),
             })
             .await;
-        let resolution = match outcome {
-            GatewayOutcome::Succeeded(at_gateway) => Resolution::of(&at_gateway),
-            GatewayOutcome::Declined(failure) => Some(Resolution::Declined(failure)),
+        let learned = match outcome {
+            GatewayOutcome::Succeeded(at_gateway) => {
+                Resolution::of(&at_gateway).map_or(Learned::Nothing, Learned::Settles)
+            }
+            GatewayOutcome::Declined(failure) => Learned::Settles(Resolution::Declined(failure)),
+            GatewayOutcome::KeyRefused(failure) => {
+                self.verify_refusal(&started, request, failure).await
+            }
+            GatewayOutcome::Misconfigured(failure) => {
+                tracing::warn!(payment_id = %started.id(), code = %failure.code, "the PG refused our credentials or configuration; the payment is READY again");
+                let reason = format!("{}: {}", failure.code, failure.message);
+                Learned::Reopens(failure, Reopened::Unavailable(reason))
+            }
             GatewayOutcome::Unknown(reason) => {
                 tracing::warn!(payment_id = %started.id(), %reason, "confirm outcome unknown; looking it up");
                 match self.gateway.lookup_by_order(&request.order_id).await {
                     Ok(Some(at_gateway)) if at_gateway.payment_key == request.payment_key => {
-                        Resolution::of(&at_gateway)
+                        Resolution::of(&at_gateway).map_or(Learned::Nothing, Learned::Settles)
                     }
-                    Ok(_) => None,
+                    Ok(_) => Learned::Nothing,
                     Err(error) => {
                         tracing::warn!(payment_id = %started.id(), %error, "lookup failed; the reconciler will retry");
-                        None
+                        Learned::Nothing
                     }
                 }
             }
         };
-        let Some(resolution) = resolution else {
-            return Confirmed::Processing(started);
+        let (resolution, reopened) = match learned {
+            Learned::Nothing => return Ok(Confirmed::Processing(started)),
+            Learned::Settles(resolution) => (resolution, None),
+            Learned::Reopens(failure, why) => {
+                (Resolution::Reverted(failure.clone()), Some((failure, why)))
+            }
         };
-        match settle_approval(
+        let settled = match settle_approval(
             &self.repository,
             &self.topics,
             started.id(),
@@ -208,37 +261,81 @@ impl<R: PaymentRepository, G: PaymentGateway> ConfirmPayment<R, G> {
         )
         .await
         {
-            Ok(settled) => match settled.status() {
-                PaymentStatus::InProgress => Confirmed::Processing(settled),
-                PaymentStatus::Aborted | PaymentStatus::Expired => Confirmed::Aborted(settled),
-                _ => Confirmed::Done(settled),
-            },
+            Ok(settled) => settled,
             Err(SettleError::Contradiction { reason, .. }) => {
                 tracing::error!(payment_id = %started.id(), %reason, "the PG's answer contradicts the payment; left IN_PROGRESS for an operator");
-                Confirmed::Processing(started)
+                return Ok(Confirmed::Processing(started));
             }
             Err(error) => {
                 tracing::warn!(payment_id = %started.id(), %error, "outcome known but not recorded yet; the reconciler will record it");
-                Confirmed::Processing(started)
+                return Ok(Confirmed::Processing(started));
+            }
+        };
+        match (settled.status(), reopened) {
+            (PaymentStatus::Ready, Some((failure, why))) => {
+                let payment = Box::new(settled);
+                Err(match why {
+                    Reopened::KeyNotVerified => ConfirmError::KeyNotVerified { payment, failure },
+                    Reopened::Unavailable(reason) => {
+                        ConfirmError::GatewayUnavailable { payment, reason }
+                    }
+                })
+            }
+            (PaymentStatus::Ready | PaymentStatus::InProgress, _) => {
+                Ok(Confirmed::Processing(settled))
+            }
+            (PaymentStatus::Aborted | PaymentStatus::Expired, _) => Ok(Confirmed::Aborted(settled)),
+            _ => Ok(Confirmed::Done(settled)),
+        }
+    }
+
+    /// A refusal about the key or session is the order's only if the PG
+    /// holds this key for this order: then what it shows about the payment
+    /// decides (its approval, its end, or else the refusal). A key it does
+    /// not hold for this order — a bogus key, another order's — ends nothing.
+    async fn verify_refusal(
+        &self,
+        started: &Payment,
+        request: &Confirm,
+        failure: Failure,
+    ) -> Learned {
+        match self.gateway.lookup(&request.payment_key).await {
+            Ok(Some(at_gateway))
+                if at_gateway.order_id == request.order_id
+                    && at_gateway.payment_key == request.payment_key =>
+            {
+                Learned::Settles(
+                    Resolution::of(&at_gateway).unwrap_or(Resolution::Declined(failure)),
+                )
+            }
+            Ok(_) => {
+                tracing::warn!(payment_id = %started.id(), code = %failure.code, "the PG refused a payment key it does not hold for this order; the payment is READY again");
+                Learned::Reopens(failure, Reopened::KeyNotVerified)
+            }
+            Err(error) => {
+                tracing::warn!(payment_id = %started.id(), code = %failure.code, %error, "a refusal of the payment key could not be checked; the payment is READY again");
+                Learned::Reopens(failure, Reopened::Unavailable(error.to_string()))
             }
         }
     }
 }
 
 /// The widget's fail redirect: the customer gave up or the widget failed
-/// before any confirm — a READY payment is aborted with the widget's reason.
+/// before any confirm. The redirect is an unauthenticated browser request,
+/// so it ends nothing: the failure is recorded on a READY payment (its
+/// audit trail, and the reason its expiry will give) and the customer may
+/// try again until the payment expires.
 #[derive(Debug, Clone)]
-pub struct AbortFromWidget<R> {
+pub struct RecordFailedAttempt<R> {
     repository: R,
-    topics: Topics,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum AbortError {
+pub enum AttemptError {
     #[error("no payment for order {0}")]
     NotFound(OrderId),
-    /// The domain refused the abort for another reason than the payment's
-    /// state: a decision its own rules cannot replay (a bug).
+    /// The domain refused to record the failure on a READY payment: a
+    /// decision its own rules cannot replay (a bug).
     #[error(transparent)]
     Refused(PaymentError),
     #[error(transparent)]
@@ -247,7 +344,7 @@ pub enum AbortError {
     Store(#[from] StoreError),
 }
 
-impl Classify for AbortError {
+impl Classify for AttemptError {
     fn is_permanent(&self) -> bool {
         match self {
             Self::NotFound(_) | Self::Refused(_) => true,
@@ -257,49 +354,42 @@ impl Classify for AbortError {
     }
 }
 
-impl<R: PaymentRepository> AbortFromWidget<R> {
-    pub const fn new(repository: R, topics: Topics) -> Self {
-        Self { repository, topics }
+impl<R: PaymentRepository> RecordFailedAttempt<R> {
+    pub const fn new(repository: R) -> Self {
+        Self { repository }
     }
 
-    /// Aborts the order's payment if it is still READY; otherwise (already
-    /// aborted, or confirmed meanwhile) leaves it as it is and returns it.
+    /// Records `failure` on the order's payment if it is READY; a payment in
+    /// any other state (being confirmed, paid, ended) is left as it is.
+    /// Either way the payment is returned.
     ///
     /// # Errors
-    /// [`AbortError`].
+    /// [`AttemptError`].
     pub async fn handle(
         &self,
         order_id: &OrderId,
         failure: Failure,
-        causation: &Causation,
-    ) -> Result<Payment, AbortError> {
+    ) -> Result<Payment, AttemptError> {
         let which = PaymentRef::Order(order_id.clone());
         let ran = run(
             &self.repository,
             &which,
             &Trigger::Untracked,
-            |loaded, now| -> Result<_, AbortError> {
+            |loaded, _| -> Result<_, AttemptError> {
                 let payment = &loaded
-                    .ok_or_else(|| AbortError::NotFound(order_id.clone()))?
+                    .ok_or_else(|| AttemptError::NotFound(order_id.clone()))?
                     .payment;
-                let command = PaymentCommand::Abort {
-                    failure: failure.clone(),
-                };
-                match Change::decide(Some(payment), &command) {
-                    Ok(change) if payment.status() == PaymentStatus::Ready => {
-                        let failed = integration::payment_failed(
-                            &self.topics,
-                            change.state(),
-                            causation,
-                            now,
-                        );
-                        Ok(Decision::Record(change.announce(failed), ()))
-                    }
-                    Ok(_) | Err(PaymentError::InvalidTransition { .. }) => {
-                        Ok(Decision::Answer(payment.clone()))
-                    }
-                    Err(other) => Err(AbortError::Refused(other)),
+                if payment.status() != PaymentStatus::Ready {
+                    return Ok(Decision::Answer(payment.clone()));
                 }
+                let change = Change::decide(
+                    Some(payment),
+                    &PaymentCommand::RecordAttemptFailure {
+                        failure: failure.clone(),
+                    },
+                )
+                .map_err(AttemptError::Refused)?;
+                Ok(Decision::Record(change, ()))
             },
         )
         .await?;
@@ -318,7 +408,7 @@ mod tests {
     use payment_domain::TransactionStatus;
 
     use super::*;
-    use crate::gateway::GatewayPayment;
+    use crate::gateway::{GatewayPayment, GatewayStatus};
     use crate::memory::MemoryRepository;
     use crate::ports::PaymentQueries as _;
     use crate::reconcile::{Reconciled, Reconciler, ReconcilerSettings};
@@ -425,6 +515,157 @@ mod tests {
         let failed = repository.outbox().pop().unwrap();
         assert_eq!(failed.event_type, "PaymentFailedEvent");
         assert_eq!(failed.payload["data"]["code"], "REJECT_CARD_PAYMENT");
+    }
+
+    fn refusal(code: &str) -> Failure {
+        Failure {
+            code: code.into(),
+            message: format!("{code} message"),
+        }
+    }
+
+    async fn events(repository: &MemoryRepository) -> Vec<&'static str> {
+        let which = PaymentRef::Id(repository.payments()[0].id());
+        repository
+            .load(&which)
+            .await
+            .unwrap()
+            .unwrap()
+            .history
+            .iter()
+            .map(|e| e.event.event_type())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_key_the_pg_does_not_hold_for_the_order_is_refused_and_the_payment_stays_payable() {
+        let (repository, gateway, use_case) =
+            given(GatewayOutcome::KeyRefused(refusal("NOT_FOUND_PAYMENT"))).await;
+        // The PG holds no payment with this key (the lookup finds none).
+        let error = use_case.handle(confirm(15_000)).await.unwrap_err();
+        let ConfirmError::KeyNotVerified { payment, failure } = &error else {
+            panic!("{error:?}")
+        };
+        assert!(error.is_permanent());
+        assert_eq!(payment.status(), PaymentStatus::Ready);
+        assert_eq!(payment.payment_key(), None);
+        assert_eq!(failure.code, "NOT_FOUND_PAYMENT");
+        assert!(repository.outbox().is_empty(), "nothing published");
+        assert_eq!(
+            repository.all_transactions()[0].status(),
+            TransactionStatus::Failed
+        );
+        assert_eq!(
+            events(&repository).await.last(),
+            Some(&"ConfirmationReverted")
+        );
+
+        // The customer's real confirm goes through.
+        *gateway.confirm.lock().unwrap() = Some(GatewayOutcome::Succeeded(approved()));
+        let outcome = use_case.handle(confirm(15_000)).await.unwrap();
+        assert!(matches!(outcome, Confirmed::Done(_)), "{outcome:?}");
+        let keys = gateway.keys.lock().unwrap().clone();
+        assert_ne!(keys[0], keys[1], "a new attempt, a new idempotency key");
+    }
+
+    #[tokio::test]
+    async fn a_key_refusal_is_applied_when_the_pg_shows_the_key_is_the_orders() {
+        let (repository, gateway, use_case) = given(GatewayOutcome::KeyRefused(refusal(
+            "NOT_FOUND_PAYMENT_SESSION",
+        )))
+        .await;
+        let mut at_gateway = approved();
+        at_gateway.status = GatewayStatus::InProgress;
+        gateway.shows(at_gateway);
+        let Confirmed::Aborted(payment) = use_case.handle(confirm(15_000)).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(payment.failure().unwrap().code, "NOT_FOUND_PAYMENT_SESSION");
+        let failed = repository.outbox().pop().unwrap();
+        assert_eq!(failed.event_type, "PaymentFailedEvent");
+    }
+
+    #[tokio::test]
+    async fn a_key_refusal_for_another_orders_key_ends_nothing() {
+        let (repository, gateway, use_case) = given(GatewayOutcome::KeyRefused(refusal(
+            "NOT_FOUND_PAYMENT_SESSION",
+        )))
+        .await;
+        gateway.shows(approved_at_gateway(
+            "tgen_key_1",
+            "order-someone-else",
+            15_000,
+        ));
+        let error = use_case.handle(confirm(15_000)).await.unwrap_err();
+        assert!(
+            matches!(error, ConfirmError::KeyNotVerified { .. }),
+            "{error:?}"
+        );
+        assert_eq!(repository.payments()[0].status(), PaymentStatus::Ready);
+        assert!(repository.outbox().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_key_refusal_that_cannot_be_checked_reopens_the_payment_and_is_unavailable() {
+        let (repository, gateway, use_case) =
+            given(GatewayOutcome::KeyRefused(refusal("NOT_FOUND_PAYMENT"))).await;
+        gateway.lookup_fails.store(true, Ordering::SeqCst);
+        let error = use_case.handle(confirm(15_000)).await.unwrap_err();
+        assert!(
+            matches!(error, ConfirmError::GatewayUnavailable { .. }),
+            "{error:?}"
+        );
+        assert!(!error.is_permanent());
+        assert_eq!(repository.payments()[0].status(), PaymentStatus::Ready);
+        assert!(repository.outbox().is_empty());
+    }
+
+    #[tokio::test]
+    async fn our_credential_error_is_never_a_decline() {
+        let (repository, gateway, use_case) =
+            given(GatewayOutcome::Misconfigured(refusal("UNAUTHORIZED_KEY"))).await;
+        let error = use_case.handle(confirm(15_000)).await.unwrap_err();
+        let ConfirmError::GatewayUnavailable { payment, .. } = &error else {
+            panic!("{error:?}")
+        };
+        assert!(!error.is_permanent(), "503: retry once our key is fixed");
+        assert_eq!(payment.status(), PaymentStatus::Ready);
+        assert!(repository.outbox().is_empty());
+
+        *gateway.confirm.lock().unwrap() = Some(GatewayOutcome::Succeeded(approved()));
+        let outcome = use_case.handle(confirm(15_000)).await.unwrap();
+        assert!(matches!(outcome, Confirmed::Done(_)), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_widget_attempt_is_recorded_and_the_payment_stays_payable() {
+        let (repository, _, use_case) = given(GatewayOutcome::Succeeded(approved())).await;
+        let attempts = RecordFailedAttempt::new(repository.clone());
+        let recorded = attempts
+            .handle(&order(), refusal("PAY_PROCESS_CANCELED"))
+            .await
+            .unwrap();
+        assert_eq!(recorded.status(), PaymentStatus::Ready);
+        assert_eq!(recorded.failure().unwrap().code, "PAY_PROCESS_CANCELED");
+        assert_eq!(events(&repository).await.last(), Some(&"AttemptFailed"));
+        assert!(
+            repository.outbox().is_empty(),
+            "nothing ends, nothing published"
+        );
+
+        let outcome = use_case.handle(confirm(15_000)).await.unwrap();
+        assert!(matches!(outcome, Confirmed::Done(_)), "{outcome:?}");
+        let versions = repository.payments()[0].version();
+        let unchanged = attempts
+            .handle(&order(), refusal("PAY_PROCESS_ABORTED"))
+            .await
+            .unwrap();
+        assert_eq!(unchanged.status(), PaymentStatus::Done);
+        assert_eq!(
+            unchanged.version(),
+            versions,
+            "a paid payment is left alone"
+        );
     }
 
     #[tokio::test]

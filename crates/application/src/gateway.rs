@@ -1,6 +1,6 @@
 //! The payment gateway port: what the use cases ask of Toss (or a fake), in
 //! our words. Only the adapter knows Toss's wire format and error codes; it
-//! answers with one of three outcome classes, never with a guess.
+//! answers with one of five outcome classes, never with a guess.
 
 use std::future::Future;
 
@@ -35,6 +35,16 @@ pub enum GatewayOutcome {
     Succeeded(GatewayPayment),
     /// A definitive no: nothing happened, and retrying will not change it.
     Declined(Failure),
+    /// A no about the payment key or its session itself (Toss's
+    /// `NOT_FOUND_PAYMENT`, `NOT_FOUND_PAYMENT_SESSION`, …). Nothing
+    /// happened; the key may be one the gateway never issued for this order
+    /// (anyone can send one), so it ends a payment only once a lookup shows
+    /// the key is this order's.
+    KeyRefused(Failure),
+    /// Ours: the gateway refused our credentials or configuration
+    /// (`UNAUTHORIZED_KEY`, `INVALID_API_KEY`, …) and did nothing. Never a
+    /// decline of the customer's payment.
+    Misconfigured(Failure),
     /// Nobody knows (timeout, 5xx, connection reset, "already processed"…):
     /// the truth must be looked up, never guessed.
     Unknown(String),

@@ -27,7 +27,9 @@ pub use cancel::{
     carry_out_waiting_cancels, resolve_cancel, Cancel, CancelError, CancelPayment, CancelResolved,
     CancelSettings, Canceled, Requester,
 };
-pub use confirm::{AbortError, AbortFromWidget, Confirm, ConfirmError, ConfirmPayment, Confirmed};
+pub use confirm::{
+    AttemptError, Confirm, ConfirmError, ConfirmPayment, Confirmed, RecordFailedAttempt,
+};
 pub use create_payment::{CreatePayment, CreatePaymentError, Created, OrderPlaced};
 pub use error::{Classify, Contended};
 pub use expire::ExpirePayments;
@@ -37,9 +39,8 @@ pub use gateway::{
 };
 pub use integration::{Causation, Topics};
 pub use ports::{
-    Append, Commit, Due, HealthProbe, IdempotencyKeys, InboxEntry, KeyClaim, OutboxMessage,
-    PaymentQueries, PaymentRef, PaymentRepository, RecordedEvent, RetrySchedule, Snapshot,
-    StoreError,
+    Append, Commit, HealthProbe, IdempotencyKeys, InboxEntry, KeyClaim, OutboxMessage,
+    PaymentQueries, PaymentRef, PaymentRepository, RecordedEvent, Snapshot, StoreError,
 };
 pub use reconcile::{Reconciled, Reconciler, ReconcilerSettings};
 pub use runner::Trigger;

@@ -8,7 +8,6 @@ use payment_domain::{
     TransactionKind, TransactionStatus,
 };
 
-use crate::cancel::release_unapproved;
 use crate::error::{Classify, Contended};
 use crate::gateway::{GatewayPayment, GatewayStatus};
 use crate::integration::{self, Causation, Topics};
@@ -20,6 +19,9 @@ use crate::runner::{run, Change, Decision, Ran, Trigger};
 pub enum Resolution {
     Approved(GatewayPayment),
     Declined(Failure),
+    /// The PG never processed the attempt (our credentials, or a key it
+    /// does not hold for this order): back to READY, the customer may retry.
+    Reverted(Failure),
 }
 
 impl Resolution {
@@ -74,9 +76,11 @@ impl Classify for SettleError {
 }
 
 /// Settles a payment's pending approval with `resolution`: DONE +
-/// `PaymentCompletedEvent`, or ABORTED + `PaymentFailedEvent`, with the
-/// APPROVAL transaction settled in the same commit. A payment that is no
-/// longer IN_PROGRESS is returned as it is (someone settled it first).
+/// `PaymentCompletedEvent`, ABORTED + `PaymentFailedEvent`, or back to
+/// READY with nothing published (with a refund waiting, the domain aborts
+/// instead: `PaymentFailedEvent`), with the APPROVAL transaction settled in
+/// the same commit. A payment that is no longer IN_PROGRESS is returned as
+/// it is (someone settled it first).
 ///
 /// # Errors
 /// [`SettleError`].
@@ -127,26 +131,39 @@ pub async fn settle_approval<R: PaymentRepository>(
                         failure: failure.clone(),
                     }
                 }
+                Resolution::Reverted(failure) => {
+                    if let Some(transaction) = pending.as_mut() {
+                        let _ = transaction.fail(failure.code.clone(), now);
+                    }
+                    PaymentCommand::RevertConfirmation {
+                        failure: failure.clone(),
+                    }
+                }
             };
             let mut change = Change::decide(Some(payment), &command)
                 .map_err(|reason| SettleError::Contradiction { payment_id, reason })?;
             let announcement = match change.state().status() {
-                PaymentStatus::Done => {
-                    integration::payment_completed(topics, change.state(), causation, now)
-                }
-                _ => integration::payment_failed(topics, change.state(), causation, now),
+                PaymentStatus::Done => Some(integration::payment_completed(
+                    topics,
+                    change.state(),
+                    causation,
+                    now,
+                )),
+                PaymentStatus::Aborted => Some(integration::payment_failed(
+                    topics,
+                    change.state(),
+                    causation,
+                    now,
+                )),
+                // Reverted: the payment is open again, nothing to tell.
+                _ => None,
             };
             if let Some(transaction) = pending {
                 change = change.record(transaction);
             }
-            // Refunds that waited for this approval, released by an abort.
-            let change = release_unapproved(
-                change.announce(announcement),
-                loaded,
-                topics,
-                causation,
-                now,
-            );
+            if let Some(announcement) = announcement {
+                change = change.announce(announcement);
+            }
             Ok(Decision::Record(change, ()))
         },
     )
@@ -164,8 +181,7 @@ pub enum CancelResolution {
 }
 
 /// Records the PG's answer to a requested cancel: the refund (balance down,
-/// `PaymentCanceledEvent`) or the release of the reservation
-/// (`PaymentCancelFailedEvent`, so the order service learns it), with the
+/// `PaymentCanceledEvent`) or the release of the reservation, with the
 /// CANCEL transaction settled in the same commit. Idempotent: an answer
 /// already recorded is not recorded again.
 ///
@@ -221,8 +237,8 @@ pub async fn settle_cancel<R: PaymentRepository>(
             };
             let mut change = Change::decide(Some(payment), &command)
                 .map_err(|reason| SettleError::Contradiction { payment_id, reason })?;
-            let announcement = match resolution {
-                CancelResolution::Refunded { transaction_key } => integration::payment_canceled(
+            if let CancelResolution::Refunded { transaction_key } = resolution {
+                let canceled = integration::payment_canceled(
                     topics,
                     change.state(),
                     pending.amount,
@@ -230,18 +246,9 @@ pub async fn settle_cancel<R: PaymentRepository>(
                     &pending.reason,
                     causation,
                     now,
-                ),
-                CancelResolution::Refused(failure) => integration::payment_cancel_failed(
-                    topics,
-                    change.state(),
-                    pending.amount,
-                    transaction_id,
-                    failure,
-                    causation,
-                    now,
-                ),
-            };
-            change = change.announce(announcement);
+                );
+                change = change.announce(canceled);
+            }
             if let Some(transaction) = transaction {
                 change = change.record(transaction);
             }

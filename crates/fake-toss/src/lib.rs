@@ -66,7 +66,8 @@
 //!   for the widget flow Toss rejects it earlier, when the widget opens).
 //! * Nothing expires: no 10-minute confirm window, no refund deadlines.
 //! * Failures are switched on by a [`Scenario`] instead of by Toss's
-//!   `TossPayments-Test-Code` header.
+//!   `TossPayments-Test-Code` header; with no widget, a key "the widget never
+//!   issued" is one confirmed under [`Scenario::UnissuedKey`].
 //! * A `5xx` answer is not kept: it frees its `Idempotency-Key`, and the next
 //!   request with that key is processed afresh (Toss's documentation says
 //!   only that a key's first answer is replayed). For a confirm that is
@@ -166,7 +167,8 @@ pub fn basic_auth(secret_key: &str) -> String {
 }
 
 /// How the fake answers the next confirms and cancels (lookups and the
-/// dashboard cancel are never affected). It stays until changed.
+/// dashboard cancel are never affected, except by `RejectCredentials`). It
+/// stays until changed.
 ///
 /// As JSON (for `PUT /__fake/scenario`) it is tagged by `kind`:
 /// `{"kind":"approve"}`, `{"kind":"decline","code":"REJECT_CARD_PAYMENT",
@@ -175,7 +177,8 @@ pub fn basic_auth(secret_key: &str) -> String {
 /// `{"kind":"process_then_error","code":"PROVIDER_ERROR"}` (`message` and
 /// `status`, default 400, may be left out),
 /// `{"kind":"delay","millis":3000}` (alias `process_then_delay`),
-/// `{"kind":"delay_then_process","millis":3000}`.
+/// `{"kind":"delay_then_process","millis":3000}`, `{"kind":"unissued_key"}`,
+/// `{"kind":"reject_credentials"}`.
 ///
 /// Validation and state rules (`INVALID_REQUEST`,
 /// `ALREADY_PROCESSED_PAYMENT`, `NOT_CANCELABLE_AMOUNT`, …) come before the
@@ -238,6 +241,17 @@ pub enum Scenario {
         /// How long to wait before processing.
         millis: u64,
     },
+    /// The confirms name payment keys Toss's widget never issued (a bogus
+    /// or a guessed key): a confirm of a key the fake does not hold answers
+    /// `404 NOT_FOUND_PAYMENT` "존재하지 않는 결제 정보 입니다." and stores
+    /// nothing, so a lookup of the key finds nothing either. Confirms of keys
+    /// it holds, and cancels, follow the usual rules.
+    UnissuedKey,
+    /// Our secret key is no longer accepted (revoked, or the wrong one
+    /// deployed): every `/v1` call, lookups included, answers
+    /// `401 UNAUTHORIZED_KEY` and does nothing — Toss checks authorization
+    /// before anything else.
+    RejectCredentials,
 }
 
 fn default_decline_message() -> String {

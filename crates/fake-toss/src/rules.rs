@@ -37,6 +37,14 @@ impl Reply {
         )
     }
 
+    pub(crate) fn unauthorized_key() -> Self {
+        Self::error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED_KEY",
+            "인증되지 않은 시크릿 키 혹은 클라이언트 키 입니다.",
+        )
+    }
+
     pub(crate) fn not_found_payment() -> Self {
         Self::error(
             StatusCode::NOT_FOUND,
@@ -80,6 +88,10 @@ pub(crate) enum Op {
 impl Shared {
     /// `Basic base64(secretKey + ":")`, or the refusal to answer.
     pub(crate) fn authorize(&self, headers: &HeaderMap) -> Result<(), Reply> {
+        if self.scenario() == Scenario::RejectCredentials {
+            self.count(|c| c.unauthorized += 1);
+            return Err(Reply::unauthorized_key());
+        }
         let decoded = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -97,11 +109,7 @@ impl Shared {
                 "INCORRECT_BASIC_AUTH_FORMAT",
                 "잘못된 요청입니다. ':' 를 포함해 인코딩해주세요.",
             ),
-            _ => Reply::error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED_KEY",
-                "인증되지 않은 시크릿 키 혹은 클라이언트 키 입니다.",
-            ),
+            _ => Reply::unauthorized_key(),
         };
         self.count(|c| c.unauthorized += 1);
         Err(refusal)
@@ -115,12 +123,16 @@ impl Shared {
         body: &[u8],
     ) -> (Reply, Option<Duration>) {
         let scenario = self.scenario();
+        let issued = scenario != Scenario::UnissuedKey;
         let run = |refusal: Option<&Refusal>| match op {
-            Op::Confirm => self.confirm(body, refusal),
+            Op::Confirm => self.confirm(body, refusal, issued),
             Op::Cancel => self.cancel(payment_key, body, refusal, false),
         };
         match scenario {
-            Scenario::Approve => (run(None), None),
+            // `RejectCredentials` answered in `authorize`, before this.
+            Scenario::Approve | Scenario::UnissuedKey | Scenario::RejectCredentials => {
+                (run(None), None)
+            }
             Scenario::Decline {
                 code,
                 message,
@@ -148,8 +160,9 @@ impl Shared {
         }
     }
 
-    /// `POST /v1/payments/confirm`, after auth and idempotency.
-    fn confirm(&self, body: &[u8], refusal: Option<&Refusal>) -> Reply {
+    /// `POST /v1/payments/confirm`, after auth and idempotency; a key the
+    /// fake does not hold is known only if the widget `issued` it.
+    fn confirm(&self, body: &[u8], refusal: Option<&Refusal>, issued: bool) -> Reply {
         let request = match ConfirmRequest::parse(body) {
             Ok(r) => r,
             Err(detail) => return Reply::invalid_request(&detail),
@@ -166,6 +179,9 @@ impl Shared {
                 "ALREADY_PROCESSED_PAYMENT",
                 "이미 처리된 결제 입니다.",
             );
+        }
+        if !issued {
+            return Reply::not_found_payment();
         }
         if inner
             .payments

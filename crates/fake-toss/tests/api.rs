@@ -625,6 +625,71 @@ async fn a_wrong_secret_key_is_unauthorized() {
 }
 
 #[tokio::test]
+async fn an_unissued_key_is_not_found_and_leaves_nothing_behind() {
+    let h = Harness::start();
+    assert_eq!(
+        h.confirm("pk_known_1", "order-known-1", 1_000, None)
+            .await
+            .status,
+        200
+    );
+    h.fake.set_scenario(Scenario::UnissuedKey);
+    let bogus = h
+        .confirm("pk_bogus_1", "order-unissued-1", 1_000, Some("idem-u1"))
+        .await;
+    assert_eq!(bogus.status, 404);
+    assert_eq!(bogus.code(), "NOT_FOUND_PAYMENT");
+    assert!(h.fake.payment("pk_bogus_1").is_none());
+    assert_eq!(h.get("/v1/payments/pk_bogus_1").await.status, 404);
+    assert_eq!(
+        h.get("/v1/payments/orders/order-unissued-1").await.status,
+        404
+    );
+    // A key it holds follows the usual rules.
+    let again = h.confirm("pk_known_1", "order-known-1", 1_000, None).await;
+    assert_eq!(again.code(), "ALREADY_PROCESSED_PAYMENT");
+
+    // The customer's real key, once the widget issued it.
+    h.fake.set_scenario(Scenario::Approve);
+    let real = h
+        .confirm("pk_real_1", "order-unissued-1", 1_000, Some("idem-u2"))
+        .await;
+    assert_eq!(real.status, 200);
+    assert_eq!(h.calls().confirms_approved, 2);
+}
+
+#[tokio::test]
+async fn rejected_credentials_refuse_every_call_until_reset() {
+    let h = Harness::start();
+    assert_eq!(
+        h.confirm("pk_cred_0", "order-cred-0", 1_000, None)
+            .await
+            .status,
+        200
+    );
+    h.fake.set_scenario(Scenario::RejectCredentials);
+    let confirm = h
+        .confirm("pk_cred_1", "order-cred-1", 1_000, Some("idem-c1"))
+        .await;
+    assert_eq!(confirm.status, 401);
+    assert_eq!(confirm.code(), "UNAUTHORIZED_KEY");
+    let cancel = h
+        .cancel("pk_cred_0", json!({"cancelReason": "x"}), Some("idem-c2"))
+        .await;
+    assert_eq!(cancel.status, 401);
+    assert_eq!(h.get("/v1/payments/pk_cred_0").await.status, 401);
+    assert!(h.fake.payment("pk_cred_1").is_none());
+    assert_eq!(h.calls().unauthorized, 3);
+
+    h.fake.set_scenario(Scenario::Approve);
+    let after = h
+        .confirm("pk_cred_1", "order-cred-1", 1_000, Some("idem-c3"))
+        .await;
+    assert_eq!(after.status, 200);
+    assert_eq!(h.get("/v1/payments/pk_cred_0").await.status, 200);
+}
+
+#[tokio::test]
 async fn idempotency_keys_are_checked_and_scoped_by_route() {
     let h = Harness::start();
     let too_long = "k".repeat(301);

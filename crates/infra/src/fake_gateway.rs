@@ -106,7 +106,7 @@ impl PaymentGateway for FakeGateway {
             .values_mut()
             .find(|p| p.payment_key == request.payment_key)
         {
-            None => GatewayOutcome::Declined(Failure {
+            None => GatewayOutcome::KeyRefused(Failure {
                 code: "NOT_FOUND_PAYMENT".into(),
                 message: "no such payment at the fake gateway".into(),
             }),

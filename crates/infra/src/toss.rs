@@ -28,8 +28,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// Toss error codes after which nobody knows whether money moved: the
-/// payment must be looked up. Every other 4xx code is a definitive decline;
-/// every 5xx and every transport failure is unknown.
+/// payment must be looked up. Every other 4xx code is a decline (of one of
+/// the three kinds below); every 5xx and every transport failure is unknown.
 pub const UNKNOWN_OUTCOME_CODES: &[&str] = &[
     "PROVIDER_ERROR",
     "FAILED_INTERNAL_SYSTEM_PROCESSING",
@@ -39,10 +39,40 @@ pub const UNKNOWN_OUTCOME_CODES: &[&str] = &[
     "IDEMPOTENT_REQUEST_PROCESSING",
 ];
 
+/// Toss's refusals of the payment key or its session rather than of the
+/// payment (Toss's error-code table: `404 NOT_FOUND_PAYMENT` "존재하지 않는
+/// 결제 정보 입니다.", `404 NOT_FOUND_PAYMENT_SESSION` "결제 시간이 만료되어
+/// 결제 진행 데이터가 존재하지 않습니다.", `400 INVALID_PAYMENT_KEY`). Anyone
+/// can send a key, so these end a payment only once a lookup shows the key
+/// is the order's.
+pub const KEY_REFUSED_CODES: &[&str] = &[
+    "NOT_FOUND_PAYMENT",
+    "NOT_FOUND_PAYMENT_SESSION",
+    "INVALID_PAYMENT_KEY",
+];
+
+/// Toss's refusals of our own credentials or merchant configuration: Toss
+/// did nothing, and the customer's payment is not at fault (`401
+/// UNAUTHORIZED_KEY`, `400 INVALID_API_KEY`, `403 INCORRECT_BASIC_AUTH_FORMAT`,
+/// `400 NOT_FOUND_TERMINAL_ID`, `400 INVALID_AUTHORIZE_AUTH`). Any other 401
+/// is one too: Toss answers 401 only for authentication.
+pub const MISCONFIGURED_CODES: &[&str] = &[
+    "UNAUTHORIZED_KEY",
+    "INVALID_API_KEY",
+    "INCORRECT_BASIC_AUTH_FORMAT",
+    "NOT_FOUND_TERMINAL_ID",
+    "INVALID_AUTHORIZE_AUTH",
+];
+
 /// How a Toss error answer is to be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
+    /// A definitive no to the payment.
     Declined,
+    /// A no to the payment key or session (see [`KEY_REFUSED_CODES`]).
+    KeyRefused,
+    /// A no to our credentials or configuration (see [`MISCONFIGURED_CODES`]).
+    Misconfigured,
     Unknown,
 }
 
@@ -51,7 +81,10 @@ pub enum Class {
 pub fn classify(status: StatusCode, code: Option<&str>) -> Class {
     match code {
         _ if status.is_server_error() => Class::Unknown,
+        _ if status == StatusCode::UNAUTHORIZED => Class::Misconfigured,
         Some(code) if UNKNOWN_OUTCOME_CODES.contains(&code) => Class::Unknown,
+        Some(code) if MISCONFIGURED_CODES.contains(&code) => Class::Misconfigured,
+        Some(code) if KEY_REFUSED_CODES.contains(&code) => Class::KeyRefused,
         Some(_) if status.is_client_error() => Class::Declined,
         // A 4xx without a readable code, or anything else odd: do not guess.
         _ => Class::Unknown,
@@ -158,18 +191,22 @@ impl TossGateway {
         }
         let error = serde_json::from_slice::<TossError>(&body).ok();
         let code = error.as_ref().map(|e| e.code.as_str());
+        let failure = || {
+            let error = error.clone().unwrap_or_default();
+            Failure {
+                code: error.code,
+                message: error.message,
+            }
+        };
         match classify(status, code) {
-            Class::Declined => {
-                let error = error.unwrap_or_default();
-                if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
-                    && error.code.contains("KEY")
-                {
-                    tracing::error!(code = %error.code, "Toss refused our credentials: check PAYMENT__TOSS__SECRET_KEY");
-                }
-                GatewayOutcome::Declined(Failure {
-                    code: error.code,
-                    message: error.message,
-                })
+            Class::Declined => GatewayOutcome::Declined(failure()),
+            Class::KeyRefused => GatewayOutcome::KeyRefused(failure()),
+            Class::Misconfigured => {
+                let failure = failure();
+                metrics::counter!("payment_gateway_credential_errors_total", "operation" => what.to_owned())
+                    .increment(1);
+                tracing::error!(operation = what, %status, code = %failure.code, "Toss refused our credentials or configuration: check PAYMENT__TOSS__SECRET_KEY and the merchant setup");
+                GatewayOutcome::Misconfigured(failure)
             }
             Class::Unknown => {
                 GatewayOutcome::Unknown(format!("{what} answered {status} {}", code.unwrap_or("-")))
@@ -290,7 +327,7 @@ fn wire_amount(amount: Money) -> serde_json::Value {
     )
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 struct TossError {
     #[serde(default)]
     code: String,
@@ -434,8 +471,17 @@ mod tests {
             (400, Some("REJECT_CARD_PAYMENT"), Class::Declined),
             (403, Some("REJECT_CARD_PAYMENT"), Class::Declined),
             (400, Some("INVALID_REQUEST"), Class::Declined),
-            (404, Some("NOT_FOUND_PAYMENT_SESSION"), Class::Declined),
-            (401, Some("UNAUTHORIZED_KEY"), Class::Declined),
+            (404, Some("NOT_FOUND_PAYMENT_SESSION"), Class::KeyRefused),
+            (404, Some("NOT_FOUND_PAYMENT"), Class::KeyRefused),
+            (401, Some("UNAUTHORIZED_KEY"), Class::Misconfigured),
+            (401, None, Class::Misconfigured),
+            (400, Some("INVALID_API_KEY"), Class::Misconfigured),
+            (
+                403,
+                Some("INCORRECT_BASIC_AUTH_FORMAT"),
+                Class::Misconfigured,
+            ),
+            (403, Some("FORBIDDEN_REQUEST"), Class::Declined),
             (400, Some("PROVIDER_ERROR"), Class::Unknown),
             (400, Some("ALREADY_PROCESSED_PAYMENT"), Class::Unknown),
             (409, Some("IDEMPOTENT_REQUEST_PROCESSING"), Class::Unknown),

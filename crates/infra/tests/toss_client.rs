@@ -115,11 +115,37 @@ async fn a_card_rejection_is_a_definitive_decline() {
 }
 
 #[tokio::test]
-async fn an_invalid_request_and_a_missing_session_are_declines() {
-    for (status, code) in [(400, "INVALID_REQUEST"), (404, "NOT_FOUND_PAYMENT_SESSION")] {
+async fn an_invalid_request_is_a_decline_and_a_missing_session_a_refused_key() {
+    let outcome =
+        confirm_answering(toss_error(400, "INVALID_REQUEST"), Duration::from_secs(5)).await;
+    assert!(
+        matches!(&outcome, GatewayOutcome::Declined(f) if f.code == "INVALID_REQUEST"),
+        "{outcome:?}"
+    );
+    // Issue 9: a refusal of the key or session is checked by a lookup
+    // before it ends anything.
+    for (status, code) in [
+        (404, "NOT_FOUND_PAYMENT_SESSION"),
+        (404, "NOT_FOUND_PAYMENT"),
+    ] {
         let outcome = confirm_answering(toss_error(status, code), Duration::from_secs(5)).await;
         assert!(
-            matches!(&outcome, GatewayOutcome::Declined(f) if f.code == code),
+            matches!(&outcome, GatewayOutcome::KeyRefused(f) if f.code == code),
+            "{outcome:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_of_our_credentials_is_ours_never_a_decline() {
+    for (status, code) in [
+        (401, "UNAUTHORIZED_KEY"),
+        (400, "INVALID_API_KEY"),
+        (403, "INCORRECT_BASIC_AUTH_FORMAT"),
+    ] {
+        let outcome = confirm_answering(toss_error(status, code), Duration::from_secs(5)).await;
+        assert!(
+            matches!(&outcome, GatewayOutcome::Misconfigured(f) if f.code == code),
             "{outcome:?}"
         );
     }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use payment_api::{ApiState, CancelState, WidgetRedirects, WidgetState};
 use payment_application::{
-    AbortFromWidget, CancelPayment, ConfirmPayment, CreatePayment, ExpirePayments, GatewayNotice,
-    HealthProbe, IdempotencyKeys as _, Reconciler, ReconcilerSettings, StoreError, Topics,
+    CancelPayment, ConfirmPayment, CreatePayment, ExpirePayments, GatewayNotice, HealthProbe,
+    IdempotencyKeys as _, Reconciler, ReconcilerSettings, RecordFailedAttempt, StoreError, Topics,
 };
 use payment_infra::fake_gateway::{FakeGateway, FakeMode};
 use payment_infra::gateway::ConfiguredGateway;
@@ -167,7 +167,7 @@ impl Application {
         };
         let widget = WidgetState {
             confirm: ConfirmPayment::new(repository.clone(), gateway.clone(), announced.clone()),
-            abort: AbortFromWidget::new(repository.clone(), announced.clone()),
+            failed_attempt: RecordFailedAttempt::new(repository.clone()),
             redirects: WidgetRedirects {
                 success_url: config.toss.success_redirect_url.clone(),
                 fail_url: config.toss.fail_redirect_url.clone(),
@@ -185,9 +185,7 @@ impl Application {
                     confirm_window: Duration::from_secs(reconciling.confirm_window_secs),
                     first_backoff: Duration::from_millis(reconciling.first_backoff_ms),
                     max_backoff: Duration::from_millis(reconciling.max_backoff_ms),
-                    batch: reconciling.batch,
-                    concurrency: reconciling.concurrency,
-                    ..ReconcilerSettings::default()
+                    batch: 100,
                 },
             ),
             interval: Duration::from_millis(reconciling.interval_ms),
