@@ -762,3 +762,34 @@ async fn a_refund_toss_refuses_is_published_as_cancel_failed(
     );
     w.app.stop().await.unwrap();
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_malformed_traceparent_on_a_cancel_is_ignored(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::Off, 5_000).await;
+    let payment_id = paid(&w, "order-trace-1", "tgen_trace_1", 3_000).await;
+    // Longer than the outbox column, and not W3C's form anyway.
+    let response = w
+        .app
+        .http
+        .post(format!(
+            "{}/api/v1/payments/{payment_id}/cancel",
+            w.app.address
+        ))
+        .header("Idempotency-Key", "trace-1")
+        .header("traceparent", "00-".repeat(40))
+        .json(&json!({ "cancelReason": "returned" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let canceled = events_for(&w.topics.payment_canceled, &payment_id, 1).await;
+    assert_eq!(
+        canceled[0].headers.get("traceparent").map(String::as_str),
+        Some(""),
+        "no parent: the header has no value"
+    );
+    w.app.stop().await.unwrap();
+}

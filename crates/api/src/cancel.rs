@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use payment_application::{
-    Cancel, CancelPayment, Canceled, Causation, IdempotencyKeys, KeyClaim, PaymentGateway,
+    trace, Cancel, CancelPayment, Canceled, Causation, IdempotencyKeys, KeyClaim, PaymentGateway,
     PaymentRepository, Requester, Trigger,
 };
 use payment_domain::{amount_from_json, PaymentId};
@@ -223,10 +223,10 @@ fn parse(raw_id: &str, key: &str, headers: &HeaderMap, body: &[u8]) -> Result<Ca
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned),
                 correlation_id: None,
-                traceparent: headers
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
+                // Only a well-formed W3C traceparent is continued (and stored).
+                traceparent: trace::traceparent(
+                    headers.get("traceparent").and_then(|v| v.to_str().ok()),
+                ),
             },
             requester: Requester::Client,
         }),
