@@ -10,6 +10,9 @@
 //!
 //! Per-aggregate order holds across instances too: a claimed row is held
 //! back while an older row of the same aggregate is claimed by someone else.
+//! And within a round: an aggregate's rows are sent one after another, and
+//! a row that is not acked holds back the aggregate's later rows (they are
+//! neither sent nor deleted), so a failed send is never overtaken.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -175,49 +178,70 @@ impl OutboxRelay {
         Ok(published.len())
     }
 
-    /// Sends every row, then waits for all acks; answers the acked seqs.
+    /// Sends the rows, each aggregate's one after another (the aggregates
+    /// side by side), and answers the acked seqs. Once a row is not acked,
+    /// the later rows of its aggregate are not sent this round: they wait,
+    /// in the table, behind it.
     async fn publish(&self, rows: &[&Row]) -> Vec<u64> {
-        let mut deliveries = Vec::with_capacity(rows.len());
+        let mut by_aggregate: HashMap<&str, Vec<&Row>> = HashMap::new();
         for row in rows {
-            // As Debezium's Outbox Event Router puts them: `traceparent` is
-            // always there, with no value when the row has none.
-            let headers = OwnedHeaders::new_with_capacity(3)
-                .insert(Header {
-                    key: "id",
-                    value: Some(row.id.as_str()),
-                })
-                .insert(Header {
-                    key: "eventType",
-                    value: Some(row.event_type.as_str()),
-                })
-                .insert(Header {
-                    key: "traceparent",
-                    value: row.traceparent.as_deref(),
-                });
-            // Debezium truncates DATETIME(6) to milliseconds, and so do we.
-            let record = FutureRecord::to(&row.aggregatetype)
-                .key(&row.aggregateid)
-                .payload(&row.payload)
-                .headers(headers)
-                .timestamp(row.created_at.timestamp_millis());
-            // `send` waits for room in the local queue, then for the ack.
-            deliveries.push(async move {
-                (
-                    row.seq,
-                    self.producer.send(record, Duration::from_secs(10)).await,
-                )
-            });
+            by_aggregate.entry(&row.aggregateid).or_default().push(row);
         }
-        let mut acked = Vec::with_capacity(rows.len());
-        for (seq, result) in futures::future::join_all(deliveries).await {
-            match result {
-                Ok(_) => acked.push(seq),
-                Err((error, _)) => {
-                    tracing::warn!(seq, %error, "outbox row not acked; it will be retried");
+        let sends = by_aggregate.into_values().map(|rows| async move {
+            let mut acked = Vec::with_capacity(rows.len());
+            for (sent, row) in rows.iter().enumerate() {
+                match self.send(row).await {
+                    Ok(()) => acked.push(row.seq),
+                    Err(error) => {
+                        tracing::warn!(
+                            seq = row.seq,
+                            aggregate = row.aggregateid,
+                            held_back = rows.len() - sent - 1,
+                            %error,
+                            "outbox row not acked; it and its aggregate's later rows will be retried"
+                        );
+                        break;
+                    }
                 }
             }
-        }
-        acked
+            acked
+        });
+        futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Sends one row and waits for the broker's ack.
+    async fn send(&self, row: &Row) -> Result<(), rdkafka::error::KafkaError> {
+        // As Debezium's Outbox Event Router puts them: `traceparent` is
+        // always there, with no value when the row has none.
+        let headers = OwnedHeaders::new_with_capacity(3)
+            .insert(Header {
+                key: "id",
+                value: Some(row.id.as_str()),
+            })
+            .insert(Header {
+                key: "eventType",
+                value: Some(row.event_type.as_str()),
+            })
+            .insert(Header {
+                key: "traceparent",
+                value: row.traceparent.as_deref(),
+            });
+        // Debezium truncates DATETIME(6) to milliseconds, and so do we.
+        let record = FutureRecord::to(&row.aggregatetype)
+            .key(&row.aggregateid)
+            .payload(&row.payload)
+            .headers(headers)
+            .timestamp(row.created_at.timestamp_millis());
+        // `send` waits for room in the local queue, then for the ack.
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map(drop)
+            .map_err(|(error, _)| error)
     }
 }
 
