@@ -39,8 +39,9 @@ pub use gateway::{
 };
 pub use integration::{Causation, Topics};
 pub use ports::{
-    Append, Commit, HealthProbe, IdempotencyKeys, InboxEntry, KeyClaim, OutboxMessage,
-    PaymentQueries, PaymentRef, PaymentRepository, RecordedEvent, Snapshot, StoreError,
+    Append, Commit, Due, HealthProbe, IdempotencyKeys, InboxEntry, KeyClaim, OutboxMessage,
+    PaymentQueries, PaymentRef, PaymentRepository, RecordedEvent, RetrySchedule, Snapshot,
+    StoreError,
 };
 pub use reconcile::{Reconciled, Reconciler, ReconcilerSettings};
 pub use runner::Trigger;

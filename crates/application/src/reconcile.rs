@@ -1,21 +1,32 @@
 //! The reconciler: resolving, in the background, approvals and cancels
 //! whose outcome we do not know, by asking the PG (the webhook, in
 //! `webhook.rs`, does the same when the PG tells us something changed).
+//!
+//! Its work is the UNKNOWN gateway transactions that are due: the backoff
+//! lives in the database with each transaction ([`RetrySchedule`]), so one
+//! indexed query selects what to look at, a restart forgets nothing, and a
+//! payment that stays unsettled for a good reason (a virtual account waiting
+//! for its deposit, a contradiction left for an operator) is pushed further
+//! back each time instead of being selected again before the rest. Up to
+//! [`ReconcilerSettings::concurrency`] payments are resolved at once, and
+//! one that fails (a stream that does not replay, a PG error) is logged and
+//! postponed; the round goes on.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 use payment_domain::{
     PaymentId, PaymentStatus, PaymentTransaction, TransactionKind, TransactionStatus,
 };
 
-use crate::cancel::ask_for_cancel;
+use crate::cancel::{resolve_cancel, CancelResolved, CancelSettings};
 use crate::gateway::{ConfirmRequest, GatewayOutcome, PaymentGateway};
 use crate::integration::{Causation, Topics};
-use crate::ports::{PaymentQueries, PaymentRef, PaymentRepository, Snapshot, StoreError};
-use crate::settle::{settle_approval, settle_cancel, Resolution, SettleError};
+use crate::ports::{
+    Due, PaymentQueries, PaymentRef, PaymentRepository, RetrySchedule, Snapshot, StoreError,
+};
+use crate::settle::{settle_approval, then_waiting_cancels, Resolution, SettleError};
 
 /// What one attempt at a payment did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,17 +41,24 @@ pub enum Reconciled {
 
 #[derive(Debug, Clone, Copy)]
 pub struct ReconcilerSettings {
-    /// Only payments IN_PROGRESS for at least this long are examined (a
+    /// Only transactions requested at least this long ago are examined (a
     /// confirm in flight is left alone).
     pub min_age: Duration,
     /// Toss accepts a confirm within this window after the customer's
     /// authentication; past it, only lookups are made.
     pub confirm_window: Duration,
-    /// First delay between attempts at one payment; doubles up to `max_backoff`.
+    /// Delay after the first look that settled nothing; doubles with each
+    /// further look, up to `max_backoff`.
     pub first_backoff: Duration,
     pub max_backoff: Duration,
-    /// Payments examined per round.
+    /// Due transactions selected per query (a round selects again while a
+    /// query comes back full).
     pub batch: u32,
+    /// Payments resolved at once: each holds a database connection or a PG
+    /// request at a time.
+    pub concurrency: usize,
+    /// How unknown cancels are settled.
+    pub cancels: CancelSettings,
 }
 
 impl Default for ReconcilerSettings {
@@ -50,9 +68,20 @@ impl Default for ReconcilerSettings {
             confirm_window: Duration::from_secs(10 * 60),
             first_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(5 * 60),
-            batch: 100,
+            batch: 500,
+            concurrency: 8,
+            cancels: CancelSettings::default(),
         }
     }
+}
+
+/// What looking at one due transaction came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Looked {
+    Settled,
+    Postponed,
+    /// Neither settled nor postponed (the store failed): still due.
+    Stuck,
 }
 
 #[derive(Debug)]
@@ -61,113 +90,143 @@ pub struct Reconciler<R, G> {
     gateway: G,
     topics: Topics,
     settings: ReconcilerSettings,
-    /// Per payment: attempts so far and when the next one is due.
-    backoff: Mutex<HashMap<PaymentId, (u32, Instant)>>,
 }
 
-impl<R: PaymentRepository + PaymentQueries, G: PaymentGateway> Reconciler<R, G> {
-    pub fn new(repository: R, gateway: G, topics: Topics, settings: ReconcilerSettings) -> Self {
+impl<R, G> Reconciler<R, G>
+where
+    R: PaymentRepository + PaymentQueries + RetrySchedule,
+    G: PaymentGateway,
+{
+    pub const fn new(
+        repository: R,
+        gateway: G,
+        topics: Topics,
+        settings: ReconcilerSettings,
+    ) -> Self {
         Self {
             repository,
             gateway,
             topics,
             settings,
-            backoff: Mutex::new(HashMap::new()),
         }
     }
 
-    /// One round over the stale IN_PROGRESS payments whose backoff is due;
-    /// answers how many were settled.
+    /// One round: every approval, then every cancel, whose outcome is
+    /// unknown and whose backoff is due; answers how many were settled.
     ///
     /// # Errors
-    /// When the store cannot list the payments.
+    /// When the store cannot list the due transactions.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let min_age = chrono::Duration::from_std(self.settings.min_age).unwrap_or_default();
-        let stale = self
-            .repository
-            .stale(
-                PaymentStatus::InProgress,
-                Utc::now() - min_age,
-                self.settings.batch,
-            )
-            .await?;
-        let mut settled = 0;
-        for payment_id in stale {
-            if !self.due(payment_id) {
-                continue;
-            }
-            match self.reconcile(payment_id).await {
-                Ok(Reconciled::Settled(status)) => {
-                    tracing::info!(%payment_id, %status, "reconciled");
-                    settled += 1;
-                    self.forget(payment_id);
-                }
-                Ok(Reconciled::NothingToDo) => self.forget(payment_id),
-                Ok(Reconciled::StillUnknown) => self.back_off(payment_id),
-                Err(error) => {
-                    tracing::warn!(%payment_id, %error, "reconciliation failed; will retry");
-                    self.back_off(payment_id);
-                }
-            }
-        }
-        settled += self.run_cancels_once().await?;
-        Ok(settled)
+        let approvals = self.drain(TransactionKind::Approval).await?;
+        Ok(approvals + self.drain(TransactionKind::Cancel).await?)
     }
 
-    /// Cancels whose answer is unknown: asked again with their own
-    /// idempotency key (the PG replays its first answer, never refunds twice).
-    async fn run_cancels_once(&self) -> Result<usize, StoreError> {
+    /// Looks at the due transactions of `kind`, `concurrency` at a time,
+    /// selecting again while a selection comes back full and something was
+    /// settled or postponed (every look does one or the other, so what was
+    /// looked at is not due again this round).
+    async fn drain(&self, kind: TransactionKind) -> Result<usize, StoreError> {
         let min_age = chrono::Duration::from_std(self.settings.min_age).unwrap_or_default();
-        let unsettled = self
-            .repository
-            .unsettled(
-                TransactionKind::Cancel,
-                Utc::now() - min_age,
-                self.settings.batch,
-            )
-            .await?;
         let mut settled = 0;
-        for transaction in unsettled {
-            let payment_id = transaction.payment_id();
-            if !self.due(payment_id) {
-                continue;
-            }
-            let Some(Snapshot { payment, .. }) =
-                self.repository.load(&PaymentRef::Id(payment_id)).await?
-            else {
-                continue;
-            };
-            let causation = Causation {
-                causation_id: Some(format!("reconciler:{}", transaction.id())),
-                ..Causation::default()
-            };
-            let Some(resolution) = ask_for_cancel(&self.gateway, &payment, &transaction).await
-            else {
-                self.back_off(payment_id);
-                continue;
-            };
-            match settle_cancel(
-                &self.repository,
-                &self.topics,
-                payment_id,
-                transaction.id(),
-                &resolution,
-                &causation,
-            )
-            .await
-            {
-                Ok(_) => {
-                    tracing::info!(%payment_id, transaction_id = %transaction.id(), ?resolution, "cancel reconciled");
-                    settled += 1;
-                    self.forget(payment_id);
-                }
-                Err(error) => {
-                    tracing::warn!(%payment_id, %error, "cancel reconciliation failed; will retry");
-                    self.back_off(payment_id);
-                }
+        loop {
+            let now = Utc::now();
+            let due = self
+                .repository
+                .due(kind, now, now - min_age, self.settings.batch)
+                .await?;
+            let full = due.len() >= self.settings.batch as usize;
+            let looked: Vec<Looked> = futures::stream::iter(due)
+                .map(|due| self.look(kind, due))
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .collect()
+                .await;
+            settled += looked.iter().filter(|l| **l == Looked::Settled).count();
+            if !full || looked.iter().all(|l| *l == Looked::Stuck) {
+                return Ok(settled);
             }
         }
-        Ok(settled)
+    }
+
+    async fn look(&self, kind: TransactionKind, due: Due) -> Looked {
+        let settled = match kind {
+            TransactionKind::Approval => self.look_at_approval(&due.transaction).await,
+            TransactionKind::Cancel => self.look_at_cancel(&due.transaction).await,
+        };
+        if settled {
+            return Looked::Settled;
+        }
+        let attempts = due.attempts.saturating_add(1);
+        let next = self.next_attempt(attempts, Utc::now());
+        match self
+            .repository
+            .postpone(due.transaction.id(), attempts, next)
+            .await
+        {
+            Ok(()) => Looked::Postponed,
+            Err(error) => {
+                tracing::warn!(transaction_id = %due.transaction.id(), %error, "backoff not recorded");
+                Looked::Stuck
+            }
+        }
+    }
+
+    /// Whether the approval `transaction` waits for was settled now.
+    async fn look_at_approval(&self, transaction: &PaymentTransaction) -> bool {
+        let payment_id = transaction.payment_id();
+        match self.reconcile(payment_id).await {
+            Ok(Reconciled::Settled(status)) => {
+                tracing::info!(%payment_id, %status, "reconciled");
+                true
+            }
+            Ok(Reconciled::NothingToDo | Reconciled::StillUnknown) => false,
+            Err(error) => {
+                tracing::warn!(%payment_id, %error, "reconciliation failed; will retry");
+                false
+            }
+        }
+    }
+
+    /// Whether the cancel `transaction` was settled (or escalated) now.
+    async fn look_at_cancel(&self, transaction: &PaymentTransaction) -> bool {
+        let payment_id = transaction.payment_id();
+        let causation = Causation {
+            causation_id: Some(format!("reconciler:{}", transaction.id())),
+            ..Causation::default()
+        };
+        match resolve_cancel(
+            &self.repository,
+            &self.gateway,
+            &self.topics,
+            &self.settings.cancels,
+            transaction,
+            &causation,
+        )
+        .await
+        {
+            Ok(CancelResolved::Settled(_) | CancelResolved::Escalated(_)) => {
+                tracing::info!(%payment_id, transaction_id = %transaction.id(), "cancel reconciled");
+                true
+            }
+            Ok(
+                CancelResolved::StillUnknown
+                | CancelResolved::WaitingForApproval
+                | CancelResolved::NothingToDo,
+            ) => false,
+            Err(error) => {
+                tracing::warn!(%payment_id, %error, "cancel reconciliation failed; will retry");
+                false
+            }
+        }
+    }
+
+    /// When a transaction looked at `attempts` times is due again.
+    fn next_attempt(&self, attempts: u32, now: DateTime<Utc>) -> DateTime<Utc> {
+        let delay = self
+            .settings
+            .first_backoff
+            .saturating_mul(2_u32.saturating_pow(attempts.saturating_sub(1)))
+            .min(self.settings.max_backoff);
+        now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
     }
 
     /// Resolves one payment: look it up at the PG; if the PG has not decided
@@ -229,7 +288,19 @@ impl<R: PaymentRepository + PaymentQueries, G: PaymentGateway> Reconciler<R, G> 
             &causation,
         )
         .await?;
-        Ok(Reconciled::Settled(settled.status()))
+        let status = settled.status();
+        if status == PaymentStatus::Done {
+            // Refunds asked while the approval was unknown go out now.
+            then_waiting_cancels(
+                &self.repository,
+                &self.gateway,
+                &self.topics,
+                settled,
+                &causation,
+            )
+            .await;
+        }
+        Ok(Reconciled::Settled(status))
     }
 
     /// Re-sends the pending approval with its own idempotency key while
@@ -282,40 +353,6 @@ impl<R: PaymentRepository + PaymentQueries, G: PaymentGateway> Reconciler<R, G> 
                     > self.settings.confirm_window
             })
     }
-
-    fn due(&self, payment_id: PaymentId) -> bool {
-        let backoff = self
-            .backoff
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        backoff
-            .get(&payment_id)
-            .is_none_or(|(_, next)| Instant::now() >= *next)
-    }
-
-    fn back_off(&self, payment_id: PaymentId) {
-        let mut backoff = self
-            .backoff
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let attempts = backoff
-            .get(&payment_id)
-            .map_or(0, |(attempts, _)| *attempts)
-            + 1;
-        let delay = self
-            .settings
-            .first_backoff
-            .saturating_mul(2_u32.saturating_pow(attempts - 1))
-            .min(self.settings.max_backoff);
-        backoff.insert(payment_id, (attempts, Instant::now() + delay));
-    }
-
-    fn forget(&self, payment_id: PaymentId) {
-        self.backoff
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&payment_id);
-    }
 }
 
 #[cfg(test)]
@@ -354,10 +391,19 @@ mod tests {
     /// A payment IN_PROGRESS whose confirm got no answer (its APPROVAL
     /// transaction UNKNOWN).
     async fn unknown_approval(repository: &MemoryRepository, gateway: &Scripted) -> Payment {
+        unknown_approval_of(repository, gateway, ORDER, KEY).await
+    }
+
+    async fn unknown_approval_of(
+        repository: &MemoryRepository,
+        gateway: &Scripted,
+        order: &str,
+        key: &str,
+    ) -> Payment {
         payment_at(
             repository,
-            ORDER,
-            KEY,
+            order,
+            key,
             7_000,
             Stage::Ready,
             chrono::Duration::minutes(1),
@@ -366,8 +412,8 @@ mod tests {
         let confirm = ConfirmPayment::new(repository.clone(), gateway.clone(), topics());
         let outcome = confirm
             .handle(Confirm {
-                payment_key: PaymentKey::parse(KEY).unwrap(),
-                order_id: OrderId::parse(ORDER).unwrap(),
+                payment_key: PaymentKey::parse(key).unwrap(),
+                order_id: OrderId::parse(order).unwrap(),
                 amount: Decimal::from(7_000),
                 causation: Causation::default(),
             })
@@ -434,6 +480,45 @@ mod tests {
         assert_eq!(gateway.confirms(), 2, "asked once this round");
         assert_eq!(reconciler.run_once().await.unwrap(), 0);
         assert_eq!(gateway.confirms(), 2, "not before the backoff");
+    }
+
+    #[tokio::test]
+    async fn a_round_goes_on_past_a_full_selection_and_backs_off_each_look_longer() {
+        let repository = MemoryRepository::default();
+        let gateway = Scripted::default();
+        for i in 0..5 {
+            let order = format!("order-recon-batch-{i}");
+            unknown_approval_of(&repository, &gateway, &order, &format!("tgen_b{i}")).await;
+        }
+        let settings = ReconcilerSettings {
+            batch: 2,
+            concurrency: 2,
+            first_backoff: Duration::from_secs(60),
+            ..now_due()
+        };
+        let reconciler = reconciler(&repository, &gateway, settings);
+        assert_eq!(reconciler.run_once().await.unwrap(), 0);
+        assert_eq!(
+            gateway.confirms(),
+            10,
+            "each asked once more, in batches of 2"
+        );
+        let now = Utc::now();
+        let looked = repository
+            .due(
+                TransactionKind::Approval,
+                now + chrono::Duration::hours(1),
+                now,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(looked.len(), 5);
+        assert!(looked.iter().all(|due| due.attempts == 1));
+        let second = reconciler.next_attempt(2, now) - now;
+        let capped = reconciler.next_attempt(30, now) - now;
+        assert_eq!(second, chrono::Duration::seconds(120), "doubled");
+        assert_eq!(capped, chrono::Duration::minutes(5), "up to max_backoff");
     }
 
     #[tokio::test]

@@ -185,7 +185,9 @@ impl Application {
                     confirm_window: Duration::from_secs(reconciling.confirm_window_secs),
                     first_backoff: Duration::from_millis(reconciling.first_backoff_ms),
                     max_backoff: Duration::from_millis(reconciling.max_backoff_ms),
-                    batch: 100,
+                    batch: reconciling.batch,
+                    concurrency: reconciling.concurrency,
+                    ..ReconcilerSettings::default()
                 },
             ),
             interval: Duration::from_millis(reconciling.interval_ms),
