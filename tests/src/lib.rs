@@ -22,9 +22,52 @@ use tokio::task::JoinHandle;
 #[derive(Debug)]
 pub struct TestApp {
     pub address: String,
+    /// Health and metrics, when `http.ops_addr` was set.
+    pub ops_address: Option<String>,
     pub http: reqwest::Client,
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The HS256 secret every spawned service verifies bearer tokens with.
+pub const AUTH_SECRET: &str = "e2e-only-hs256-secret-of-at-least-32-bytes";
+
+/// A bearer token for `sub` with the space-separated `scope`, signed with
+/// [`AUTH_SECRET`] and valid for an hour.
+#[must_use]
+pub fn token(sub: &str, scope: Option<&str>) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    payment_api::hs256_token(
+        AUTH_SECRET.as_bytes(),
+        &payment_api::Claims {
+            sub: sub.to_owned(),
+            scope: scope.map(str::to_owned),
+            exp: now + 3_600,
+            iss: None,
+            aud: None,
+        },
+    )
+    .expect("token encodes")
+}
+
+/// An HTTP client sending `Authorization: Bearer <token>` (none for `None`).
+#[must_use]
+pub fn http_client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header value"),
+        );
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
 }
 
 /// The broker the local stack runs (`PAYMENT__KAFKA__BROKERS`, set by
@@ -36,7 +79,8 @@ pub fn brokers() -> String {
 
 /// Starts the service on `database` (a fresh database from `sqlx::test`),
 /// with the environment's settings, then `overrides` (JSON, dotted keys
-/// nested: `{"kafka": {"brokers": "…"}}`).
+/// nested: `{"kafka": {"brokers": "…"}}`). The service verifies tokens
+/// with [`AUTH_SECRET`]; [`TestApp::http`] sends a `payments:admin` token.
 pub async fn spawn_app(database: &MySqlConnectOptions, overrides: serde_json::Value) -> TestApp {
     let figment = Figment::new()
         .merge(Env::prefixed("PAYMENT__").split("__"))
@@ -51,6 +95,7 @@ pub async fn spawn_app(database: &MySqlConnectOptions, overrides: serde_json::Va
                 "session_timeout_ms": 3000,
             },
             "gateway": "fake",
+            "auth": { "hs256_secret": AUTH_SECRET },
         }))))
         .merge(Serialized::defaults(figment_value(overrides)));
     let config = Config::from_figment(figment).expect("test configuration");
@@ -58,16 +103,15 @@ pub async fn spawn_app(database: &MySqlConnectOptions, overrides: serde_json::Va
         .await
         .expect("application builds");
     let port = app.port().expect("bound port");
+    let ops_port = app.ops_port().expect("bound ops port");
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("HTTP client"),
+        ops_address: ops_port.map(|port| format!("http://127.0.0.1:{port}")),
+        http: http_client(Some(&token("e2e-admin", Some(payment_api::ADMIN_SCOPE)))),
         shutdown,
         server,
     }

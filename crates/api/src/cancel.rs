@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+use crate::auth::Admin;
 use crate::problem::{FieldError, Problem, ProblemCode};
 use crate::view::PaymentView;
 
@@ -77,6 +78,7 @@ pub(crate) struct CancelBody {
 )]
 #[tracing::instrument(name = "cancel", skip_all, fields(payment_id = %raw_id))]
 pub(crate) async fn cancel<R: PaymentRepository, G: PaymentGateway, K: IdempotencyKeys>(
+    _: Admin,
     State(state): State<Shared<R, G, K>>,
     Path(raw_id): Path<String>,
     headers: HeaderMap,

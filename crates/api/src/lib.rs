@@ -1,7 +1,10 @@
-//! The HTTP face of the payment service (axum): routes, request tracing and
-//! the operational endpoints. Handlers translate HTTP to use cases and back;
-//! they hold no business rule and no SQL.
+//! The HTTP face of the payment service (axum): routes, request tracing,
+//! authentication of `/api/v1/**` and the operational endpoints (on the
+//! public router, or on a router of their own for a separate address).
+//! Handlers translate HTTP to use cases and back; they hold no business rule
+//! and no SQL.
 
+mod auth;
 mod cancel;
 mod health;
 mod observability;
@@ -12,6 +15,7 @@ mod view;
 mod webhook;
 mod widget;
 
+pub use auth::{hs256_token, AuthSettings, AuthSetupError, Authenticator, Claims, ADMIN_SCOPE};
 pub use cancel::CancelState;
 pub use openapi::ApiDoc;
 
@@ -48,9 +52,12 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-/// The whole HTTP surface.
+/// The public HTTP surface: the API (`/api/v1/**` behind `auth`), the
+/// widget redirects, the Toss webhook and the document; with `ops`, also
+/// health and metrics (else serve [`ops_router`] elsewhere).
 pub fn router<R, Q, G, K>(
-    ops: ApiState,
+    ops: Option<ApiState>,
+    auth: Authenticator,
     queries: Q,
     widget: WidgetState<R, G>,
     cancel: CancelState<R, G, K>,
@@ -62,14 +69,34 @@ where
     G: PaymentGateway,
     K: IdempotencyKeys,
 {
-    let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
-        .merge(health::routes().with_state(ops))
+    let mut public = Router::new()
         .merge(widget::routes(Arc::new(widget)))
         .merge(queries::routes(queries))
         .merge(cancel::routes(cancel))
         .merge(webhook::routes(notice))
         .merge(openapi::routes())
+        // Explicit, so that the layer below covers unrouted paths too: any
+        // path under /api/v1 needs a token, routed or not.
+        .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::authenticate,
+        ));
+    if let Some(ops) = ops {
+        public = public.merge(health::routes().with_state(ops));
+    }
+    traced(public)
+}
+
+/// Health and metrics alone, for `http.ops_addr`.
+pub fn ops_router(ops: ApiState) -> Router {
+    traced(health::routes().with_state(ops))
+}
+
+/// Request metrics, request ids and a tracing span per request.
+fn traced(router: Router) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    router
         .layer(axum::middleware::from_fn(observability::track_requests))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(

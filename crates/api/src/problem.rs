@@ -54,11 +54,15 @@ pub enum ProblemCode {
     /// 400: Toss refused the payment key (or its session) and holds no payment
     /// with it for this order; the payment is READY again (`pgCode`).
     PaymentKeyNotVerified,
+    /// 401: no bearer token, or one that does not verify (`WWW-Authenticate` says why).
+    Unauthenticated,
     /// 402: Toss declined the payment; `pgCode` is Toss's code.
     PaymentDeclined,
     /// 402: Toss refused the cancel; `pgCode` is Toss's code.
     CancelDeclined,
-    /// 404: no such payment (or no payment for the order).
+    /// 403: the token lacks the scope the operation needs (`payments:admin`).
+    InsufficientScope,
+    /// 404: no such payment (or no payment for the order), or not the caller's.
     PaymentNotFound,
     /// 409: another confirm of the payment is running.
     PaymentInProgress,
@@ -88,7 +92,9 @@ impl ProblemCode {
             | Self::IdempotencyKeyRequired
             | Self::AmountMismatch
             | Self::PaymentKeyNotVerified => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::PaymentDeclined | Self::CancelDeclined => StatusCode::PAYMENT_REQUIRED,
+            Self::InsufficientScope => StatusCode::FORBIDDEN,
             Self::PaymentNotFound => StatusCode::NOT_FOUND,
             Self::PaymentInProgress
             | Self::PaymentNotConfirmable
@@ -109,8 +115,10 @@ impl ProblemCode {
             Self::IdempotencyKeyRequired => "An Idempotency-Key header is required",
             Self::AmountMismatch => "The amount does not match the order",
             Self::PaymentKeyNotVerified => "The payment key is not this order's at Toss",
+            Self::Unauthenticated => "A valid bearer token is required",
             Self::PaymentDeclined => "The payment was declined",
             Self::CancelDeclined => "The payment gateway refused the cancel",
+            Self::InsufficientScope => "The token lacks the required scope",
             Self::PaymentNotFound => "No such payment",
             Self::PaymentInProgress => "The payment is being confirmed",
             Self::PaymentNotConfirmable => "The payment cannot be confirmed",
@@ -131,8 +139,10 @@ impl ProblemCode {
             Self::IdempotencyKeyRequired => "IDEMPOTENCY_KEY_REQUIRED",
             Self::AmountMismatch => "AMOUNT_MISMATCH",
             Self::PaymentKeyNotVerified => "PAYMENT_KEY_NOT_VERIFIED",
+            Self::Unauthenticated => "UNAUTHENTICATED",
             Self::PaymentDeclined => "PAYMENT_DECLINED",
             Self::CancelDeclined => "CANCEL_DECLINED",
+            Self::InsufficientScope => "INSUFFICIENT_SCOPE",
             Self::PaymentNotFound => "PAYMENT_NOT_FOUND",
             Self::PaymentInProgress => "PAYMENT_IN_PROGRESS",
             Self::PaymentNotConfirmable => "PAYMENT_NOT_CONFIRMABLE",
@@ -378,13 +388,15 @@ mod tests {
 
     use super::*;
 
-    const ALL: [ProblemCode; 15] = [
+    const ALL: [ProblemCode; 17] = [
         ProblemCode::InvalidRequest,
         ProblemCode::IdempotencyKeyRequired,
         ProblemCode::AmountMismatch,
         ProblemCode::PaymentKeyNotVerified,
+        ProblemCode::Unauthenticated,
         ProblemCode::PaymentDeclined,
         ProblemCode::CancelDeclined,
+        ProblemCode::InsufficientScope,
         ProblemCode::PaymentNotFound,
         ProblemCode::PaymentInProgress,
         ProblemCode::PaymentNotConfirmable,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::{Admin, Caller};
 use crate::problem::{FieldError, Problem, ProblemCode};
 use crate::view::PaymentView;
 
@@ -58,6 +59,7 @@ fn not_found(id: PaymentId) -> Problem {
     )
 )]
 pub(crate) async fn payment<R: PaymentQueries>(
+    caller: Caller,
     State(repository): State<R>,
     Path(raw): Path<String>,
 ) -> Response {
@@ -66,8 +68,11 @@ pub(crate) async fn payment<R: PaymentQueries>(
         Err(problem) => return problem.into_response(),
     };
     match repository.payment(id).await {
-        Ok(Some(payment)) => Json(PaymentView::from(&payment)).into_response(),
-        Ok(None) => not_found(id).into_response(),
+        Ok(Some(payment)) if caller.may_see(payment.user_id()) => {
+            Json(PaymentView::from(&payment)).into_response()
+        }
+        // Another user's payment is answered as a missing one: no existence leak.
+        Ok(_) => not_found(id).into_response(),
         Err(error) => Problem::from(error).into_response(),
     }
 }
@@ -90,6 +95,7 @@ pub(crate) struct ByOrder {
     )
 )]
 pub(crate) async fn by_order<R: PaymentQueries>(
+    caller: Caller,
     State(repository): State<R>,
     Query(query): Query<ByOrder>,
 ) -> Response {
@@ -98,7 +104,14 @@ pub(crate) async fn by_order<R: PaymentQueries>(
         Err(error) => return Problem::invalid(vec![error]).into_response(),
     };
     match repository.find_by_order(&order_id).await {
-        Ok(found) => Json(found.iter().map(PaymentView::from).collect::<Vec<_>>()).into_response(),
+        Ok(found) => Json(
+            found
+                .iter()
+                .filter(|payment| caller.may_see(payment.user_id()))
+                .map(PaymentView::from)
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(error) => Problem::from(error).into_response(),
     }
 }
@@ -127,6 +140,7 @@ pub struct EventView {
     )
 )]
 pub(crate) async fn events<R: PaymentQueries>(
+    _: Admin,
     State(repository): State<R>,
     Path(raw): Path<String>,
 ) -> Response {
@@ -183,6 +197,7 @@ pub struct TransactionView {
     )
 )]
 pub(crate) async fn transactions<R: PaymentQueries>(
+    _: Admin,
     State(repository): State<R>,
     Path(raw): Path<String>,
 ) -> Response {

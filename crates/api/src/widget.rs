@@ -16,11 +16,12 @@ use payment_application::{
     trace, Causation, Confirm, ConfirmError, ConfirmPayment, Confirmed, PaymentGateway,
     PaymentRepository, RecordFailedAttempt,
 };
-use payment_domain::{amount_from_json, Failure, OrderId, Payment, PaymentKey};
+use payment_domain::{amount_from_json, Failure, OrderId, Payment, PaymentKey, UserId};
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::Span;
 
+use crate::auth::Caller;
 use crate::problem::{FieldError, Problem, ProblemCode};
 use crate::view::PaymentView;
 
@@ -142,14 +143,17 @@ impl ConfirmAnswer {
     }
 }
 
+/// Confirms for `owner`: `None` confirms any payment (an admin, or the
+/// widget redirect, which Toss's answer alone is trusted for).
 async fn run_confirm<R: PaymentRepository, G: PaymentGateway>(
     state: &WidgetState<R, G>,
     request: Confirm,
+    owner: Option<&UserId>,
 ) -> ConfirmAnswer {
     let span = Span::current();
     span.record("order_id", request.order_id.as_str());
     let order_id = request.order_id.clone();
-    let answer = match state.confirm.handle(request).await {
+    let answer = match state.confirm.handle_for(request, owner).await {
         Ok(Confirmed::Done(payment)) => ConfirmAnswer::Done(payment),
         Ok(Confirmed::Processing(payment)) => ConfirmAnswer::Processing(payment),
         Ok(Confirmed::Aborted(payment)) => {
@@ -195,6 +199,7 @@ async fn run_confirm<R: PaymentRepository, G: PaymentGateway>(
 )]
 #[tracing::instrument(name = "confirm", skip_all, fields(order_id))]
 async fn confirm_api<R: PaymentRepository, G: PaymentGateway>(
+    caller: Caller,
     State(state): State<Shared<R, G>>,
     headers: HeaderMap,
     body: Result<Json<ConfirmParams>, JsonRejection>,
@@ -210,7 +215,9 @@ async fn confirm_api<R: PaymentRepository, G: PaymentGateway>(
         }
     };
     match parse_confirm(params, causation(&headers)) {
-        Ok(request) => run_confirm(&state, request).await.into_json(),
+        Ok(request) => run_confirm(&state, request, caller.owner())
+            .await
+            .into_json(),
         Err(problem) => problem.into_response(),
     }
 }
@@ -254,7 +261,7 @@ async fn success_redirect<R: PaymentRepository, G: PaymentGateway>(
         Err(problem) => return problem.into_response(),
     };
     let order_id = request.order_id.to_string();
-    let answer = run_confirm(&state, request).await;
+    let answer = run_confirm(&state, request, None).await;
     let redirects = &state.redirects;
     match (&answer, &redirects.success_url, &redirects.fail_url) {
         (_, _, _) if wants_json(&headers) => answer.into_json(),

@@ -4,12 +4,15 @@
 //! tests set them): `PAYMENT__HTTP__ADDR`, `PAYMENT__DATABASE__URL`,
 //! `PAYMENT__KAFKA__BROKERS`, `PAYMENT__KAFKA__GROUP_ID`, `PAYMENT__GATEWAY`,
 //! `PAYMENT__TOSS__BASE_URL`, `PAYMENT__TOSS__SECRET_KEY`,
-//! `PAYMENT__OUTBOX__RELAY`, `PAYMENT__TOPICS__<NAME>`; a double underscore
+//! `PAYMENT__OUTBOX__RELAY`, `PAYMENT__TOPICS__<NAME>`, `PAYMENT__HTTP__OPS_ADDR`,
+//! `PAYMENT__AUTH__HS256_SECRET`, `PAYMENT__AUTH__PUBLIC_KEYS_FILE`,
+//! `PAYMENT__AUTH__ISSUER`, `PAYMENT__AUTH__AUDIENCE`,
+//! `PAYMENT__AUTH__DISABLED`; a double underscore
 //! separates levels. Secrets are [`SecretString`]s: `Debug` prints
 //! `[REDACTED]`, and only the adapter that needs one exposes it.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format as _, Toml};
 use figment::Figment;
@@ -29,6 +32,8 @@ pub enum ConfigError {
 pub struct Config {
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     #[serde(default)]
@@ -162,14 +167,37 @@ impl Default for ExpiryConfig {
 pub struct HttpConfig {
     /// Where to listen; port 0 picks a free port (tests).
     pub addr: SocketAddr,
+    /// When set, `/health/*` and `/metrics` are served here only, never with
+    /// the public API.
+    pub ops_addr: Option<SocketAddr>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([0, 0, 0, 0], 8087)),
+            ops_addr: None,
         }
     }
+}
+
+/// How callers of `/api/v1/**` are authenticated (bearer JWTs). `serve`
+/// refuses to start without a key unless `disabled` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// HS256 secret (development and tests; at least 32 bytes).
+    pub hs256_secret: Option<SecretString>,
+    /// RS256/ES256 public keys: a PEM file (one or more `PUBLIC KEY`
+    /// blocks) or a JWKS file (read once at start-up).
+    pub public_keys_file: Option<PathBuf>,
+    /// Required `iss` when set.
+    pub issuer: Option<String>,
+    /// Required `aud` when set.
+    pub audience: Option<String>,
+    /// Development only: no token needed, every caller is an admin. Never
+    /// the default; start-up logs a warning.
+    pub disabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -519,6 +547,33 @@ mod tests {
             assert!(!debug.contains("s3cret"), "{debug}");
             assert!(!debug.contains("not_a_real_key"), "{debug}");
             assert!(debug.contains("REDACTED"), "{debug}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn auth_settings_are_read_and_the_secret_is_masked() {
+        Jail::expect_with(|jail| {
+            set_required(jail);
+            jail.set_env("PAYMENT__AUTH__HS256_SECRET", "hs256-not-a-real-secret");
+            jail.set_env("PAYMENT__AUTH__PUBLIC_KEYS_FILE", "keys.jwks");
+            jail.set_env("PAYMENT__AUTH__ISSUER", "https://idp");
+            jail.set_env("PAYMENT__AUTH__AUDIENCE", "payments");
+            jail.set_env("PAYMENT__HTTP__OPS_ADDR", "127.0.0.1:9100");
+            let config = Config::load(None).expect("valid config");
+            assert_eq!(
+                config.auth.public_keys_file.as_deref(),
+                Some(Path::new("keys.jwks"))
+            );
+            assert_eq!(config.auth.issuer.as_deref(), Some("https://idp"));
+            assert_eq!(config.auth.audience.as_deref(), Some("payments"));
+            assert!(!config.auth.disabled, "auth is on unless disabled");
+            assert_eq!(
+                config.http.ops_addr.map(|a| a.to_string()).as_deref(),
+                Some("127.0.0.1:9100")
+            );
+            let debug = format!("{config:?}");
+            assert!(!debug.contains("not-a-real-secret"), "{debug}");
             Ok(())
         });
     }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use payment_api::{ApiState, CancelState, WidgetRedirects, WidgetState};
+use payment_api::{
+    ApiState, AuthSettings, Authenticator, CancelState, WidgetRedirects, WidgetState,
+};
 use payment_application::{
     CancelPayment, ConfirmPayment, CreatePayment, ExpirePayments, GatewayNotice, HealthProbe,
     IdempotencyKeys as _, Reconciler, ReconcilerSettings, RecordFailedAttempt, StoreError, Topics,
@@ -41,6 +43,8 @@ use crate::telemetry;
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    /// Health and metrics on `http.ops_addr`, when set.
+    ops: Option<(TcpListener, axum::Router)>,
     pool: MySqlPool,
     workers: Workers,
 }
@@ -106,6 +110,7 @@ impl Application {
     /// When the database cannot be migrated, a client cannot be created or
     /// the address cannot be bound; the message says which.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let auth = authenticator(&config.auth)?;
         let pool = database_pool(config)?;
         mariadb::migrate(&pool).await?;
 
@@ -185,9 +190,7 @@ impl Application {
                     confirm_window: Duration::from_secs(reconciling.confirm_window_secs),
                     first_backoff: Duration::from_millis(reconciling.first_backoff_ms),
                     max_backoff: Duration::from_millis(reconciling.max_backoff_ms),
-                    batch: reconciling.batch,
-                    concurrency: reconciling.concurrency,
-                    ..ReconcilerSettings::default()
+                    batch: 100,
                 },
             ),
             interval: Duration::from_millis(reconciling.interval_ms),
@@ -234,16 +237,20 @@ impl Application {
             Arc::new(BrokerProbe::new(&kafka, Duration::from_secs(2))?),
             Arc::new(inbound.health.clone()),
         ];
-        let router = payment_api::router(
-            ApiState {
-                probes: probes.into(),
-                metrics: telemetry::metrics_handle(),
-            },
-            read_model,
-            widget,
-            cancel,
-            notice,
-        );
+        let ops_state = ApiState {
+            probes: probes.into(),
+            metrics: telemetry::metrics_handle(),
+        };
+        let (public_ops, ops) = match config.http.ops_addr {
+            None => (Some(ops_state), None),
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("bind ops listener on {addr}"))?;
+                (None, Some((listener, payment_api::ops_router(ops_state))))
+            }
+        };
+        let router = payment_api::router(public_ops, auth, read_model, widget, cancel, notice);
 
         let listener = TcpListener::bind(config.http.addr)
             .await
@@ -251,6 +258,7 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            ops,
             pool,
             workers: Workers {
                 kafka,
@@ -276,6 +284,22 @@ impl Application {
             .port())
     }
 
+    /// The bound port of `http.ops_addr`, when set.
+    ///
+    /// # Errors
+    /// When the OS cannot tell the listener's address.
+    pub fn ops_port(&self) -> anyhow::Result<Option<u16>> {
+        self.ops
+            .as_ref()
+            .map(|(listener, _)| {
+                Ok(listener
+                    .local_addr()
+                    .context("ops listener address")?
+                    .port())
+            })
+            .transpose()
+    }
+
     /// Serves until `shutdown` resolves, then stops everything gracefully.
     ///
     /// # Errors
@@ -286,6 +310,16 @@ impl Application {
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let mut workers = self.workers.spawn(&stop);
+        if let Some((listener, router)) = self.ops {
+            tracing::info!(addr = %listener.local_addr()?, "ops endpoints listening");
+            let stopped = stop.clone().cancelled_owned();
+            workers.spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                    .context("ops HTTP server")
+            });
+        }
         let stopping = stop.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -412,6 +446,27 @@ fn spawn_periodic<F, Fut>(
             }
         }
     });
+}
+
+/// What `/api/v1/**` requires of callers; no key and not disabled is refused.
+fn authenticator(auth: &config::AuthConfig) -> anyhow::Result<Authenticator> {
+    if auth.disabled {
+        tracing::warn!(
+            "AUTHENTICATION IS DISABLED (auth.disabled / PAYMENT__AUTH__DISABLED): anyone may \
+             read and cancel any payment. Development only: never run like this with real \
+             payments or outside a developer's machine."
+        );
+        return Ok(Authenticator::disabled());
+    }
+    Ok(Authenticator::new(AuthSettings {
+        hs256_secret: auth
+            .hs256_secret
+            .as_ref()
+            .map(|secret| secret.expose_secret().as_bytes()),
+        public_keys_file: auth.public_keys_file.as_deref(),
+        issuer: auth.issuer.clone(),
+        audience: auth.audience.clone(),
+    })?)
 }
 
 /// The payment gateway the configuration asks for.

@@ -22,6 +22,10 @@ fn service(db: &MySqlConnectOptions) -> Command {
         .env("PAYMENT__DATABASE__URL", db.to_url_lossy().to_string())
         .env("PAYMENT__KAFKA__BROKERS", brokers())
         .env("PAYMENT__GATEWAY", "fake")
+        .env(
+            "PAYMENT__AUTH__HS256_SECRET",
+            "cli-test-hs256-secret-of-32-bytes",
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     command
@@ -124,4 +128,29 @@ fn bad_configuration_is_refused_with_a_clear_message() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("PAYMENT__DATABASE__URL"), "{stderr}");
+}
+
+/// The binary with a configuration that loads but names no reachable database.
+fn offline() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PAYMENT__KAFKA__BROKERS", brokers())
+        .env("PAYMENT__DATABASE__URL", "mysql://nobody@127.0.0.1:1/none")
+        .env("PAYMENT__GATEWAY", "fake")
+        .env("PAYMENT__LOG__FORMAT", "pretty");
+    command
+}
+
+#[test]
+fn serve_without_a_token_key_is_refused_before_anything_starts() {
+    let output = offline().arg("serve").output().unwrap();
+    assert!(!output.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("PAYMENT__AUTH__HS256_SECRET"), "{said}");
+    assert!(said.contains("PAYMENT__AUTH__PUBLIC_KEYS_FILE"), "{said}");
 }
