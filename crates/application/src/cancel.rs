@@ -763,19 +763,21 @@ async fn learn<R: PaymentRepository, G: PaymentGateway>(
                     transaction_key: transaction_key_of(&at_gateway, pending.amount),
                 }));
             }
-            // KeyRefused / Misconfigured: as before those classes existed
-            // (all were `Declined`); CANCEL may refine.
-            GatewayOutcome::Declined(failure)
-            | GatewayOutcome::KeyRefused(failure)
-            | GatewayOutcome::Misconfigured(failure)
+            // The PG has no payment for the key: nothing was refunded.
+            GatewayOutcome::Declined(failure) | GatewayOutcome::KeyRefused(failure)
                 if sends == Sends::First && attempt == 0 =>
             {
                 return Ok(Learned::Settled(CancelResolution::Refused(failure)));
             }
-            GatewayOutcome::Declined(failure)
-            | GatewayOutcome::KeyRefused(failure)
-            | GatewayOutcome::Misconfigured(failure) => {
+            GatewayOutcome::Declined(failure) | GatewayOutcome::KeyRefused(failure) => {
                 declined = Some(failure);
+                break;
+            }
+            // Ours (credentials, configuration): the PG did nothing, and no
+            // refund was refused. Kept reserved for a re-send once fixed;
+            // a second try now would be refused the same.
+            GatewayOutcome::Misconfigured(failure) => {
+                tracing::error!(payment_id = %payment.id(), transaction_id = %transaction.id(), code = %failure.code, "cancel not sent: the payment gateway refused our credentials or configuration");
                 break;
             }
             GatewayOutcome::Unknown(reason) => {
@@ -1543,5 +1545,34 @@ mod tests {
         assert_eq!(gateway.cancels(), 0);
         let unchanged = repository.payment(payment.id()).await.unwrap().unwrap();
         assert_eq!(unchanged.status(), PaymentStatus::Ready);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_refused_for_our_credentials_stays_reserved_and_is_no_refusal() {
+        let (repository, gateway, use_case, payment) = given(Stage::Done).await;
+        gateway.cancels_with(GatewayOutcome::Misconfigured(Failure {
+            code: "UNAUTHORIZED_KEY".into(),
+            message: "bad secret key".into(),
+        }));
+        gateway
+            .lookup_fails
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let outcome = use_case
+            .handle(cancel_request(&payment, Some(2_000), "k1"))
+            .await
+            .unwrap();
+        let Canceled::Pending(pending) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(pending.cancelable(), won(8_000), "still reserved");
+        assert_eq!(gateway.cancels(), 1, "not sent twice into the same refusal");
+        assert_eq!(
+            repository.all_transactions()[0].status(),
+            TransactionStatus::Unknown
+        );
+        assert!(
+            repository.outbox().is_empty(),
+            "no PaymentCancelFailedEvent"
+        );
     }
 }
