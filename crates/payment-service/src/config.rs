@@ -54,6 +54,28 @@ pub struct Config {
     pub expiry: ExpiryConfig,
     #[serde(default)]
     pub idempotency: IdempotencyConfig,
+    #[serde(default)]
+    pub inbox: InboxConfig,
+}
+
+/// Inbox records (messages already handled) are kept this long, then
+/// pruned (`PAYMENT__INBOX__RETENTION_HOURS`). A message redelivered after
+/// its record is gone would be applied again: keep them at least as long as
+/// the inbound topics keep messages (Kafka's default: 7 days).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InboxConfig {
+    pub retention_hours: u64,
+    pub prune_interval_secs: u64,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            retention_hours: 7 * 24,
+            prune_interval_secs: 3_600,
+        }
+    }
 }
 
 /// HTTP `Idempotency-Key`s are kept this long, then pruned.
@@ -459,6 +481,9 @@ impl Config {
         }
         if self.reconciler.batch == 0 || self.reconciler.concurrency == 0 {
             return invalid("reconciler.batch and reconciler.concurrency must be at least 1");
+        }
+        if self.inbox.prune_interval_secs == 0 {
+            return invalid("inbox.prune_interval_secs must be at least 1");
         }
         let reconciling = &self.reconciler;
         if reconciling.cancel_safety_margin_secs >= reconciling.cancel_idempotency_window_secs {

@@ -132,6 +132,33 @@ impl MariaDbPaymentRepository {
         }
     }
 
+    /// Deletes the inbox records of messages processed before
+    /// `processed_before`, a chunk at a time (short locks); answers how many.
+    /// A message redelivered after its record is gone would be applied
+    /// again, so the retention must outlast any redelivery: the topics'
+    /// retention, or how far back an operator may reset a consumer group.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Unexpected`] when the
+    /// store fails; what was deleted so far stays deleted.
+    pub async fn prune_inbox(&self, processed_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        const CHUNK: u64 = 5_000;
+        let mut pruned = 0;
+        loop {
+            let deleted = sqlx::query("DELETE FROM inbox WHERE processed_at < ? LIMIT ?")
+                .bind(processed_before)
+                .bind(CHUNK)
+                .execute(&self.pool)
+                .await
+                .store_context("prune inbox")?
+                .rows_affected();
+            pruned += deleted;
+            if deleted < CHUNK {
+                return Ok(pruned);
+            }
+        }
+    }
+
     async fn payment_id_of(&self, order_id: &OrderId) -> Result<Option<PaymentId>, StoreError> {
         let id: Option<String> =
             sqlx::query_scalar("SELECT payment_id FROM payments WHERE order_id = ?")
