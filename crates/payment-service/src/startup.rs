@@ -59,7 +59,6 @@ struct Workers {
     reconciler: Periodic<Reconciler<MariaDbPaymentRepository, ConfiguredGateway>>,
     expiry: Periodic<ExpirePayments<MariaDbPaymentRepository>>,
     prune: Periodic<PruneKeys>,
-    prune_inbox: Periodic<PruneInbox>,
 }
 
 /// Deletes HTTP idempotency keys past their retention.
@@ -73,24 +72,6 @@ impl PruneKeys {
     async fn run_once(&self) -> Result<usize, StoreError> {
         let retention = chrono::Duration::from_std(self.retention).unwrap_or_default();
         let pruned = self.keys.prune(chrono::Utc::now() - retention).await?;
-        Ok(usize::try_from(pruned).unwrap_or(usize::MAX))
-    }
-}
-
-/// Deletes inbox records past their retention.
-#[derive(Debug)]
-struct PruneInbox {
-    repository: MariaDbPaymentRepository,
-    retention: Duration,
-}
-
-impl PruneInbox {
-    async fn run_once(&self) -> Result<usize, StoreError> {
-        let retention = chrono::Duration::from_std(self.retention).unwrap_or_default();
-        let pruned = self
-            .repository
-            .prune_inbox(chrono::Utc::now() - retention)
-            .await?;
         Ok(usize::try_from(pruned).unwrap_or(usize::MAX))
     }
 }
@@ -189,13 +170,6 @@ impl Application {
             },
             interval: Duration::from_secs(config.idempotency.prune_interval_secs),
         };
-        let prune_inbox = Periodic {
-            job: PruneInbox {
-                repository: repository.clone(),
-                retention: Duration::from_secs(config.inbox.retention_hours * 3_600),
-            },
-            interval: Duration::from_secs(config.inbox.prune_interval_secs),
-        };
         let widget = WidgetState {
             confirm: ConfirmPayment::new(repository.clone(), gateway.clone(), announced.clone()),
             failed_attempt: RecordFailedAttempt::new(repository.clone()),
@@ -216,7 +190,9 @@ impl Application {
                     confirm_window: Duration::from_secs(reconciling.confirm_window_secs),
                     first_backoff: Duration::from_millis(reconciling.first_backoff_ms),
                     max_backoff: Duration::from_millis(reconciling.max_backoff_ms),
-                    batch: 100,
+                    batch: reconciling.batch,
+                    concurrency: reconciling.concurrency,
+                    ..ReconcilerSettings::default()
                 },
             ),
             interval: Duration::from_millis(reconciling.interval_ms),
@@ -294,7 +270,6 @@ impl Application {
                 reconciler,
                 expiry,
                 prune,
-                prune_inbox,
             },
         })
     }
@@ -386,7 +361,6 @@ impl Workers {
             reconciler,
             expiry,
             prune,
-            prune_inbox,
         } = self;
         let prune_job = Arc::new(prune.job);
         spawn_periodic(
@@ -396,17 +370,6 @@ impl Workers {
             prune.interval,
             move || {
                 let job = Arc::clone(&prune_job);
-                async move { job.run_once().await }
-            },
-        );
-        let prune_inbox_job = Arc::new(prune_inbox.job);
-        spawn_periodic(
-            &mut set,
-            stop,
-            "inbox-prune",
-            prune_inbox.interval,
-            move || {
-                let job = Arc::clone(&prune_inbox_job);
                 async move { job.run_once().await }
             },
         );
