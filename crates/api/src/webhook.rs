@@ -58,19 +58,21 @@ pub(crate) async fn webhook<R: PaymentRepository, G: PaymentGateway>(
         .into_response();
     };
     Span::current().record("event_type", body.event_type.as_str());
-    let key = body
-        .data
-        .get("paymentKey")
-        .and_then(Value::as_str)
-        .map(PaymentKey::parse);
+    // The key is the one thing taken from the unsigned body: a Toss key
+    // (1-200 visible ASCII characters), which the Toss client puts into
+    // the lookup URL as one percent-encoded path segment.
+    let key = FieldError::required(
+        "data.paymentKey",
+        body.data
+            .get("paymentKey")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        PaymentKey::parse,
+    );
     let key = match (body.event_type.as_str(), key) {
-        ("PAYMENT_STATUS_CHANGED", Some(Ok(key))) => key,
-        ("PAYMENT_STATUS_CHANGED", _) => {
-            return Problem::invalid(vec![FieldError {
-                field: "data.paymentKey",
-                reason: "is required".into(),
-            }])
-            .into_response();
+        ("PAYMENT_STATUS_CHANGED", Ok(key)) => key,
+        ("PAYMENT_STATUS_CHANGED", Err(error)) => {
+            return Problem::invalid(vec![error]).into_response();
         }
         (other, _) => {
             tracing::info!(event_type = other, "webhook acknowledged without action");

@@ -3,6 +3,7 @@
 //! webhook, so they can race without harm: whoever commits first settles
 //! the payment, the others find it settled and stop.
 
+use chrono::{DateTime, Utc};
 use payment_domain::{
     Failure, Payment, PaymentCommand, PaymentError, PaymentId, PaymentStatus, TransactionId,
     TransactionKind, TransactionStatus,
@@ -14,9 +15,15 @@ use crate::integration::{self, Causation, Topics};
 use crate::ports::{PaymentRef, PaymentRepository, StoreError};
 use crate::runner::{run, Change, Decision, Ran, Trigger};
 
+/// What a cancel made at the PG without our request is recorded with
+/// (Toss's dashboard, or cancels a lookup shows on an approval we learn late).
+pub(crate) const OUTSIDE_CANCEL_REASON: &str = "canceled at the payment gateway";
+
 /// A definitive answer about an approval.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resolution {
+    /// Approved, as the gateway shows the payment now (with any cancels
+    /// made since).
     Approved(GatewayPayment),
     Declined(Failure),
     /// The PG never processed the attempt (our credentials, or a key it
@@ -75,12 +82,20 @@ impl Classify for SettleError {
     }
 }
 
-/// Settles a payment's pending approval with `resolution`: DONE +
-/// `PaymentCompletedEvent`, ABORTED + `PaymentFailedEvent`, or back to
-/// READY with nothing published (with a refund waiting, the domain aborts
-/// instead: `PaymentFailedEvent`), with the APPROVAL transaction settled in
-/// the same commit. A payment that is no longer IN_PROGRESS is returned as
-/// it is (someone settled it first).
+/// Settles a payment's pending approval with `resolution`, the APPROVAL
+/// transaction settled in the same commit:
+/// * approved → DONE + `PaymentCompletedEvent`; when the gateway shows
+///   cancels already (a late lookup of a `PARTIAL_CANCELED` / `CANCELED`
+///   payment), each is recorded too, in the same commit, with its
+///   `PaymentCanceledEvent` — and a payment all of whose money went back
+///   gets no `PaymentCompletedEvent` (nothing is left for the order to be
+///   fulfilled with; its cancel events say the money came and went);
+/// * declined → ABORTED + `PaymentFailedEvent`;
+/// * reverted → READY, nothing published (with a refund waiting, the domain
+///   aborts instead: `PaymentFailedEvent`).
+///
+/// A payment that is no longer IN_PROGRESS is returned as it is (someone
+/// settled it first).
 ///
 /// # Errors
 /// [`SettleError`].
@@ -102,6 +117,7 @@ pub async fn settle_approval<R: PaymentRepository>(
             if payment.status() != PaymentStatus::InProgress {
                 return Ok(Decision::Answer(payment.clone()));
             }
+            let contradiction = |reason| SettleError::Contradiction { payment_id, reason };
             let mut pending = loaded
                 .transactions
                 .iter()
@@ -111,58 +127,38 @@ pub async fn settle_approval<R: PaymentRepository>(
                         && t.status() == TransactionStatus::Unknown
                 })
                 .cloned();
-            let command = match resolution {
+            let mut change = match resolution {
                 Resolution::Approved(at_gateway) => {
                     if let Some(transaction) = pending.as_mut() {
                         let _ = transaction.succeed(at_gateway.last_transaction_key.clone(), now);
                     }
-                    PaymentCommand::Approve {
-                        payment_key: at_gateway.payment_key.clone(),
-                        approved_amount: at_gateway.total_amount,
-                        method: at_gateway.method.clone(),
-                        approved_at: at_gateway.approved_at.unwrap_or(now),
-                    }
+                    approved(topics, payment, at_gateway, causation, now).map_err(contradiction)?
                 }
-                Resolution::Declined(failure) => {
+                Resolution::Declined(failure) | Resolution::Reverted(failure) => {
                     if let Some(transaction) = pending.as_mut() {
                         let _ = transaction.fail(failure.code.clone(), now);
                     }
-                    PaymentCommand::Abort {
-                        failure: failure.clone(),
+                    let command = if matches!(resolution, Resolution::Declined(_)) {
+                        PaymentCommand::Abort {
+                            failure: failure.clone(),
+                        }
+                    } else {
+                        PaymentCommand::RevertConfirmation {
+                            failure: failure.clone(),
+                        }
+                    };
+                    let change = Change::decide(Some(payment), &command).map_err(contradiction)?;
+                    if change.state().status() == PaymentStatus::Aborted {
+                        let failed =
+                            integration::payment_failed(topics, change.state(), causation, now);
+                        change.announce(failed)
+                    } else {
+                        change
                     }
                 }
-                Resolution::Reverted(failure) => {
-                    if let Some(transaction) = pending.as_mut() {
-                        let _ = transaction.fail(failure.code.clone(), now);
-                    }
-                    PaymentCommand::RevertConfirmation {
-                        failure: failure.clone(),
-                    }
-                }
-            };
-            let mut change = Change::decide(Some(payment), &command)
-                .map_err(|reason| SettleError::Contradiction { payment_id, reason })?;
-            let announcement = match change.state().status() {
-                PaymentStatus::Done => Some(integration::payment_completed(
-                    topics,
-                    change.state(),
-                    causation,
-                    now,
-                )),
-                PaymentStatus::Aborted => Some(integration::payment_failed(
-                    topics,
-                    change.state(),
-                    causation,
-                    now,
-                )),
-                // Reverted: the payment is open again, nothing to tell.
-                _ => None,
             };
             if let Some(transaction) = pending {
                 change = change.record(transaction);
-            }
-            if let Some(announcement) = announcement {
-                change = change.announce(announcement);
             }
             Ok(Decision::Record(change, ()))
         },
@@ -173,6 +169,59 @@ pub async fn settle_approval<R: PaymentRepository>(
     })
 }
 
+/// The approval of `payment` as `at_gateway` shows it, then every cancel
+/// the gateway already made, each announced; `PaymentCompletedEvent` first
+/// unless nothing is left of the money.
+fn approved(
+    topics: &Topics,
+    payment: &Payment,
+    at_gateway: &GatewayPayment,
+    causation: &Causation,
+    now: DateTime<Utc>,
+) -> Result<Change, PaymentError> {
+    let mut change = Change::decide(
+        Some(payment),
+        &PaymentCommand::Approve {
+            payment_key: at_gateway.payment_key.clone(),
+            approved_amount: at_gateway.total_amount,
+            method: at_gateway.method.clone(),
+            approved_at: at_gateway.approved_at.unwrap_or(now),
+        },
+    )?;
+    // Completed before its cancels, as of the approval: the order service
+    // reads them in this order (one key, one partition).
+    let mut announcements = vec![integration::payment_completed(
+        topics,
+        change.state(),
+        causation,
+        now,
+    )];
+    for cancel in &at_gateway.cancels {
+        change = change.then(&PaymentCommand::Cancel {
+            amount: Some(cancel.amount),
+            reason: OUTSIDE_CANCEL_REASON.into(),
+            transaction_key: cancel.transaction_key.clone(),
+        })?;
+        announcements.push(integration::payment_canceled(
+            topics,
+            change.state(),
+            cancel.amount,
+            cancel.transaction_key.as_deref(),
+            OUTSIDE_CANCEL_REASON,
+            causation,
+            now,
+        ));
+    }
+    if change.state().status() == PaymentStatus::Canceled {
+        // All the money went back before we learned it came: nothing for
+        // the order to be fulfilled with.
+        announcements.remove(0);
+    }
+    Ok(announcements
+        .into_iter()
+        .fold(change, |change, message| change.announce(message)))
+}
+
 /// What the PG said about a cancel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelResolution {
@@ -181,7 +230,8 @@ pub enum CancelResolution {
 }
 
 /// Records the PG's answer to a requested cancel: the refund (balance down,
-/// `PaymentCanceledEvent`) or the release of the reservation, with the
+/// `PaymentCanceledEvent`) or the release of the reservation
+/// (`PaymentCancelFailedEvent`, so the order service learns it), with the
 /// CANCEL transaction settled in the same commit. Idempotent: an answer
 /// already recorded is not recorded again.
 ///
@@ -237,8 +287,8 @@ pub async fn settle_cancel<R: PaymentRepository>(
             };
             let mut change = Change::decide(Some(payment), &command)
                 .map_err(|reason| SettleError::Contradiction { payment_id, reason })?;
-            if let CancelResolution::Refunded { transaction_key } = resolution {
-                let canceled = integration::payment_canceled(
+            let announcement = match resolution {
+                CancelResolution::Refunded { transaction_key } => integration::payment_canceled(
                     topics,
                     change.state(),
                     pending.amount,
@@ -246,9 +296,18 @@ pub async fn settle_cancel<R: PaymentRepository>(
                     &pending.reason,
                     causation,
                     now,
-                );
-                change = change.announce(canceled);
-            }
+                ),
+                CancelResolution::Refused(failure) => integration::payment_cancel_failed(
+                    topics,
+                    change.state(),
+                    pending.amount,
+                    transaction_id,
+                    failure,
+                    causation,
+                    now,
+                ),
+            };
+            change = change.announce(announcement);
             if let Some(transaction) = transaction {
                 change = change.record(transaction);
             }
@@ -259,4 +318,56 @@ pub async fn settle_cancel<R: PaymentRepository>(
     Ok(match ran {
         Ran::Answered(payment) | Ran::Recorded(payment, ()) => payment,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::PaymentQueries as _;
+    use crate::testing::{approved_at_gateway, canceled_at_gateway, topics, won, world, Stage};
+
+    const ORDER: &str = "order-settle-1";
+    const KEY: &str = "tgen_settle_1";
+
+    async fn settled_by_lookup(
+        cancels: &[(i64, &str)],
+    ) -> (Payment, Vec<crate::ports::OutboxMessage>) {
+        let (repository, _, payment) = world(ORDER, KEY, Stage::InProgress).await;
+        let at_gateway = canceled_at_gateway(approved_at_gateway(KEY, ORDER, 10_000), cancels);
+        settle_approval(
+            &repository,
+            &topics(),
+            payment.id(),
+            &Resolution::Approved(at_gateway),
+            &Causation::default(),
+        )
+        .await
+        .unwrap();
+        let recorded = repository.payment(payment.id()).await.unwrap().unwrap();
+        (recorded, repository.outbox())
+    }
+
+    #[tokio::test]
+    async fn an_approval_learned_after_a_full_cancel_records_the_cancels_and_completes_nothing() {
+        let (payment, outbox) = settled_by_lookup(&[(4_000, "txk-1"), (6_000, "txk-2")]).await;
+        assert_eq!(payment.status(), PaymentStatus::Canceled);
+        assert!(payment.balance().is_zero());
+        let types: Vec<&str> = outbox.iter().map(|m| m.event_type.as_str()).collect();
+        assert_eq!(types, ["PaymentCanceledEvent", "PaymentCanceledEvent"]);
+        assert_eq!(outbox[0].payload["data"]["transactionKey"], "txk-1");
+        assert_eq!(outbox[1].payload["data"]["isFullyCanceled"], true);
+        assert_eq!(outbox[1].payload["data"]["totalCanceledAmount"], 10_000);
+    }
+
+    #[tokio::test]
+    async fn an_approval_learned_after_a_partial_cancel_completes_then_records_the_cancel() {
+        let (payment, outbox) = settled_by_lookup(&[(2_500, "txk-1")]).await;
+        assert_eq!(payment.status(), PaymentStatus::PartialCanceled);
+        assert_eq!(payment.balance(), won(7_500));
+        let types: Vec<&str> = outbox.iter().map(|m| m.event_type.as_str()).collect();
+        assert_eq!(types, ["PaymentCompletedEvent", "PaymentCanceledEvent"]);
+        assert_eq!(outbox[0].payload["data"]["paidAmount"], 10_000);
+        assert_eq!(outbox[1].payload["data"]["canceledAmount"], 2_500);
+        assert_eq!(outbox[1].payload["data"]["remainingAmount"], 7_500);
+    }
 }

@@ -11,10 +11,7 @@ use crate::gateway::{GatewayPayment, LookupFailed, PaymentGateway};
 use crate::integration::{self, Causation, Topics};
 use crate::ports::{PaymentRef, PaymentRepository, StoreError};
 use crate::runner::{run, Change, Decision, Ran, Trigger};
-use crate::settle::{settle_approval, Resolution, SettleError};
-
-/// What a cancel made at the PG is recorded with.
-const OUTSIDE_CANCEL_REASON: &str = "canceled at the payment gateway";
+use crate::settle::{settle_approval, Resolution, SettleError, OUTSIDE_CANCEL_REASON};
 
 /// The webhook's use case.
 #[derive(Debug)]
