@@ -132,33 +132,6 @@ impl MariaDbPaymentRepository {
         }
     }
 
-    /// Deletes the inbox records of messages processed before
-    /// `processed_before`, a chunk at a time (short locks); answers how many.
-    /// A message redelivered after its record is gone would be applied
-    /// again, so the retention must outlast any redelivery: the topics'
-    /// retention, or how far back an operator may reset a consumer group.
-    ///
-    /// # Errors
-    /// [`StoreError::Unavailable`] or [`StoreError::Unexpected`] when the
-    /// store fails; what was deleted so far stays deleted.
-    pub async fn prune_inbox(&self, processed_before: DateTime<Utc>) -> Result<u64, StoreError> {
-        const CHUNK: u64 = 5_000;
-        let mut pruned = 0;
-        loop {
-            let deleted = sqlx::query("DELETE FROM inbox WHERE processed_at < ? LIMIT ?")
-                .bind(processed_before)
-                .bind(CHUNK)
-                .execute(&self.pool)
-                .await
-                .store_context("prune inbox")?
-                .rows_affected();
-            pruned += deleted;
-            if deleted < CHUNK {
-                return Ok(pruned);
-            }
-        }
-    }
-
     async fn payment_id_of(&self, order_id: &OrderId) -> Result<Option<PaymentId>, StoreError> {
         let id: Option<String> =
             sqlx::query_scalar("SELECT payment_id FROM payments WHERE order_id = ?")
@@ -371,33 +344,8 @@ async fn append_all(
     let (created, changed): (Vec<&Append>, Vec<&Append>) =
         appends.iter().partition(|a| a.expected_version == 0);
     if !created.is_empty() {
-        let mut insert = QueryBuilder::<MySql>::new(
-            "INSERT INTO payments (payment_id, order_id, user_id, amount, balance_amount, \
-             currency, status, payment_key, method, approved_at, failure_code, failure_message, \
-             version, created_at, updated_at) ",
-        );
-        insert.push_values(&created, |mut row, append| {
-            let payment = &append.state;
-            let failure = payment.failure();
-            row.push_bind(payment.id().to_string())
-                .push_bind(payment.order_id().as_str())
-                .push_bind(payment.user_id().as_str())
-                .push_bind(payment.amount().amount())
-                .push_bind(payment.balance().amount())
-                .push_bind(payment.amount().currency().code())
-                .push_bind(payment.status().as_str())
-                .push_bind(payment.payment_key().map(|k| k.as_str()))
-                .push_bind(payment.method())
-                .push_bind(payment.approved_at())
-                .push_bind(failure.map(|f| f.code.as_str()))
-                .push_bind(failure.map(|f| f.message.as_str()))
-                .push_bind(payment.version())
-                .push_bind(payment.created_at())
-                .push_bind(append.occurred_at);
-        });
-        insert
-            .build()
-            .execute(&mut **tx)
+        let rows: Vec<_> = created.iter().map(|a| (&a.state, a.occurred_at)).collect();
+        let written = insert_projections(tx, &rows)
             .await
             .map_err(|e| match classify(&e) {
                 DbFailure::Duplicate(message) if message.contains("uq_payments_order_id") => {
@@ -409,6 +357,9 @@ async fn append_all(
                 DbFailure::Duplicate(_) | DbFailure::Deadlock => conflict(created[0]),
                 _ => store_error(e, "write payment projections"),
             })?;
+        if written != rows.len() as u64 {
+            return Err(conflict(created[0]));
+        }
     }
     for append in changed {
         let rows = update_projection(
@@ -692,30 +643,43 @@ async fn insert_projection(
     payment: &Payment,
     at: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
-    let failure = payment.failure();
-    sqlx::query(
+    insert_projections(tx, &[(payment, at)]).await
+}
+
+/// The `payments` rows of new payments (each with when it was written), in
+/// one statement; answers how many rows were written.
+async fn insert_projections(
+    tx: &mut Transaction<'_, MySql>,
+    payments: &[(&Payment, DateTime<Utc>)],
+) -> Result<u64, sqlx::Error> {
+    let mut insert = QueryBuilder::<MySql>::new(
         "INSERT INTO payments (payment_id, order_id, user_id, amount, balance_amount, currency, \
          status, payment_key, method, approved_at, failure_code, failure_message, version, \
-         created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(payment.id().to_string())
-    .bind(payment.order_id().as_str())
-    .bind(payment.user_id().as_str())
-    .bind(payment.amount().amount())
-    .bind(payment.balance().amount())
-    .bind(payment.amount().currency().code())
-    .bind(payment.status().as_str())
-    .bind(payment.payment_key().map(|k| k.as_str()))
-    .bind(payment.method())
-    .bind(payment.approved_at())
-    .bind(failure.map(|f| f.code.as_str()))
-    .bind(failure.map(|f| f.message.as_str()))
-    .bind(payment.version())
-    .bind(payment.created_at())
-    .bind(at)
-    .execute(&mut **tx)
-    .await
-    .map(|done| done.rows_affected())
+         created_at, updated_at) ",
+    );
+    insert.push_values(payments, |mut row, (payment, at)| {
+        let failure = payment.failure();
+        row.push_bind(payment.id().to_string())
+            .push_bind(payment.order_id().as_str())
+            .push_bind(payment.user_id().as_str())
+            .push_bind(payment.amount().amount())
+            .push_bind(payment.balance().amount())
+            .push_bind(payment.amount().currency().code())
+            .push_bind(payment.status().as_str())
+            .push_bind(payment.payment_key().map(|k| k.as_str()))
+            .push_bind(payment.method())
+            .push_bind(payment.approved_at())
+            .push_bind(failure.map(|f| f.code.as_str()))
+            .push_bind(failure.map(|f| f.message.as_str()))
+            .push_bind(payment.version())
+            .push_bind(payment.created_at())
+            .push_bind(*at);
+    });
+    insert
+        .build()
+        .execute(&mut **tx)
+        .await
+        .map(|done| done.rows_affected())
 }
 
 async fn update_projection(
@@ -775,7 +739,7 @@ async fn upsert_transaction(
     Ok(())
 }
 
-async fn insert_outbox(
+pub(super) async fn insert_outbox(
     tx: &mut Transaction<'_, MySql>,
     message: &OutboxMessage,
 ) -> Result<(), sqlx::Error> {
