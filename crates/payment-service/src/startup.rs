@@ -59,6 +59,7 @@ struct Workers {
     reconciler: Periodic<Reconciler<MariaDbPaymentRepository, ConfiguredGateway>>,
     expiry: Periodic<ExpirePayments<MariaDbPaymentRepository>>,
     prune: Periodic<PruneKeys>,
+    prune_inbox: Periodic<PruneInbox>,
 }
 
 /// Deletes HTTP idempotency keys past their retention.
@@ -72,6 +73,24 @@ impl PruneKeys {
     async fn run_once(&self) -> Result<usize, StoreError> {
         let retention = chrono::Duration::from_std(self.retention).unwrap_or_default();
         let pruned = self.keys.prune(chrono::Utc::now() - retention).await?;
+        Ok(usize::try_from(pruned).unwrap_or(usize::MAX))
+    }
+}
+
+/// Deletes inbox records past their retention.
+#[derive(Debug)]
+struct PruneInbox {
+    repository: MariaDbPaymentRepository,
+    retention: Duration,
+}
+
+impl PruneInbox {
+    async fn run_once(&self) -> Result<usize, StoreError> {
+        let retention = chrono::Duration::from_std(self.retention).unwrap_or_default();
+        let pruned = self
+            .repository
+            .prune_inbox(chrono::Utc::now() - retention)
+            .await?;
         Ok(usize::try_from(pruned).unwrap_or(usize::MAX))
     }
 }
@@ -169,6 +188,13 @@ impl Application {
                 retention: Duration::from_secs(config.idempotency.retention_hours * 3_600),
             },
             interval: Duration::from_secs(config.idempotency.prune_interval_secs),
+        };
+        let prune_inbox = Periodic {
+            job: PruneInbox {
+                repository: repository.clone(),
+                retention: Duration::from_secs(config.inbox.retention_hours * 3_600),
+            },
+            interval: Duration::from_secs(config.inbox.prune_interval_secs),
         };
         let widget = WidgetState {
             confirm: ConfirmPayment::new(repository.clone(), gateway.clone(), announced.clone()),
@@ -270,6 +296,7 @@ impl Application {
                 reconciler,
                 expiry,
                 prune,
+                prune_inbox,
             },
         })
     }
@@ -361,6 +388,7 @@ impl Workers {
             reconciler,
             expiry,
             prune,
+            prune_inbox,
         } = self;
         let prune_job = Arc::new(prune.job);
         spawn_periodic(
@@ -370,6 +398,17 @@ impl Workers {
             prune.interval,
             move || {
                 let job = Arc::clone(&prune_job);
+                async move { job.run_once().await }
+            },
+        );
+        let prune_inbox_job = Arc::new(prune_inbox.job);
+        spawn_periodic(
+            &mut set,
+            stop,
+            "inbox-prune",
+            prune_inbox.interval,
+            move || {
+                let job = Arc::clone(&prune_inbox_job);
                 async move { job.run_once().await }
             },
         );
