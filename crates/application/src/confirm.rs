@@ -9,7 +9,8 @@
 //!    idempotency key) are COMMITTED before the PG is called — of many
 //!    concurrent confirms exactly one wins that commit, the others answer
 //!    "in progress";
-//! 3. approved → DONE + completed event; declined → ABORTED + failed event; unknown → looked up at
+//! 3. approved → DONE + completed event (then any refund asked meanwhile is
+//!    carried out); declined → ABORTED + failed event; unknown → looked up at
 //!    once; still unknown → "processing", left to the reconciler. Never
 //!    guessed.
 //! 4. nobody can end a customer's payment with a key that is not theirs: a
@@ -33,7 +34,7 @@ use crate::gateway::{ConfirmRequest, GatewayOutcome, PaymentGateway};
 use crate::integration::{Causation, Topics};
 use crate::ports::{PaymentRef, PaymentRepository, StoreError};
 use crate::runner::{run, Change, Decision, Ran, Trigger};
-use crate::settle::{settle_approval, Resolution, SettleError};
+use crate::settle::{settle_approval, then_waiting_cancels, Resolution, SettleError};
 
 /// The widget's success redirect, as received.
 #[derive(Debug, Clone)]
@@ -285,7 +286,16 @@ impl<R: PaymentRepository, G: PaymentGateway> ConfirmPayment<R, G> {
                 Ok(Confirmed::Processing(settled))
             }
             (PaymentStatus::Aborted | PaymentStatus::Expired, _) => Ok(Confirmed::Aborted(settled)),
-            _ => Ok(Confirmed::Done(settled)),
+            _ => Ok(Confirmed::Done(
+                then_waiting_cancels(
+                    &self.repository,
+                    &self.gateway,
+                    &self.topics,
+                    settled,
+                    &request.causation,
+                )
+                .await,
+            )),
         }
     }
 

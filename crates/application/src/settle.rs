@@ -9,11 +9,35 @@ use payment_domain::{
     TransactionKind, TransactionStatus,
 };
 
+use crate::cancel::carry_out_waiting_cancels;
 use crate::error::{Classify, Contended};
-use crate::gateway::{GatewayPayment, GatewayStatus};
+use crate::gateway::{GatewayPayment, GatewayStatus, PaymentGateway};
 use crate::integration::{self, Causation, Topics};
 use crate::ports::{PaymentRef, PaymentRepository, StoreError};
 use crate::runner::{run, Change, Decision, Ran, Trigger};
+
+/// Carries out the refunds asked while `settled`'s approval was unknown
+/// (the cancel use case's [`carry_out_waiting_cancels`]), if it has any:
+/// called after an approval is settled. What is not carried out now stays
+/// reserved for the reconciler. Answers the payment as it is afterwards.
+pub(crate) async fn then_waiting_cancels<R: PaymentRepository, G: PaymentGateway>(
+    repository: &R,
+    gateway: &G,
+    topics: &Topics,
+    settled: Payment,
+    causation: &Causation,
+) -> Payment {
+    if settled.pending_cancels().is_empty() {
+        return settled;
+    }
+    match carry_out_waiting_cancels(repository, gateway, topics, settled.id(), causation).await {
+        Ok(payment) => payment,
+        Err(error) => {
+            tracing::warn!(payment_id = %settled.id(), %error, "refunds waiting for the approval left to the reconciler");
+            settled
+        }
+    }
+}
 
 /// What a cancel made at the PG without our request is recorded with
 /// (Toss's dashboard, or cancels a lookup shows on an approval we learn late).

@@ -11,7 +11,9 @@ use crate::gateway::{GatewayPayment, LookupFailed, PaymentGateway};
 use crate::integration::{self, Causation, Topics};
 use crate::ports::{PaymentRef, PaymentRepository, StoreError};
 use crate::runner::{run, Change, Decision, Ran, Trigger};
-use crate::settle::{settle_approval, Resolution, SettleError, OUTSIDE_CANCEL_REASON};
+use crate::settle::{
+    settle_approval, then_waiting_cancels, Resolution, SettleError, OUTSIDE_CANCEL_REASON,
+};
 
 /// The webhook's use case.
 #[derive(Debug)]
@@ -110,6 +112,14 @@ impl<R: PaymentRepository, G: PaymentGateway> GatewayNotice<R, G> {
             &causation,
         )
         .await?;
+        let settled = then_waiting_cancels(
+            &self.repository,
+            &self.gateway,
+            &self.topics,
+            settled,
+            &causation,
+        )
+        .await;
         Ok(Noticed::Settled(payment.id(), settled.status()))
     }
 
@@ -197,7 +207,8 @@ mod tests {
     use payment_domain::Payment;
 
     use super::*;
-    use crate::cancel::CancelPayment;
+    use crate::cancel::{Cancel, CancelPayment, Requester};
+    use crate::gateway::GatewayOutcome;
     use crate::memory::MemoryRepository;
     use crate::ports::PaymentQueries as _;
     use crate::testing::{
@@ -251,6 +262,38 @@ mod tests {
             Noticed::NothingToDo(payment.id()),
             "the same notice again changes nothing"
         );
+    }
+
+    #[tokio::test]
+    async fn a_refund_asked_while_the_approval_was_unknown_is_made_once_it_is_approved() {
+        let (repository, gateway, notice, payment) = given(Stage::InProgress).await;
+        // The order service asked a refund while the approval was unknown.
+        let refund = Cancel {
+            requester: Requester::OrderService,
+            ..cancel_request(&payment, None, "k-wait")
+        };
+        CancelPayment::new(repository.clone(), gateway.clone(), topics())
+            .handle(refund)
+            .await
+            .unwrap();
+        assert_eq!(gateway.cancels(), 0, "nothing is sent before the approval");
+        let approved = approved_at_gateway(KEY, ORDER, 10_000);
+        gateway.shows(approved.clone());
+        gateway.cancels_with(GatewayOutcome::Succeeded(canceled_at_gateway(
+            approved,
+            &[(10_000, "txk-refund")],
+        )));
+        assert_eq!(
+            notice.handle(&key(), "n-1").await.unwrap(),
+            Noticed::Settled(payment.id(), PaymentStatus::Canceled)
+        );
+        assert_eq!(gateway.cancels(), 1);
+        let types: Vec<String> = repository
+            .outbox()
+            .iter()
+            .map(|m| m.event_type.clone())
+            .collect();
+        assert_eq!(types, ["PaymentCompletedEvent", "PaymentCanceledEvent"]);
     }
 
     #[tokio::test]
