@@ -25,7 +25,7 @@
 
 use payment_domain::{
     Failure, Money, OrderId, Payment, PaymentCommand, PaymentError, PaymentKey, PaymentStatus,
-    PaymentTransaction, TransactionKind,
+    PaymentTransaction, TransactionKind, UserId,
 };
 use rust_decimal::Decimal;
 
@@ -143,6 +143,21 @@ impl<R: PaymentRepository, G: PaymentGateway> ConfirmPayment<R, G> {
     /// # Errors
     /// [`ConfirmError`].
     pub async fn handle(&self, request: Confirm) -> Result<Confirmed, ConfirmError> {
+        self.handle_for(request, None).await
+    }
+
+    /// Confirms the payment of `request.order_id` for `owner` (`None`: any
+    /// payment — an admin, or the unauthenticated widget redirect). Another
+    /// user's payment answers exactly as a missing one, before anything
+    /// else is checked, so its existence does not leak.
+    ///
+    /// # Errors
+    /// [`ConfirmError`].
+    pub async fn handle_for(
+        &self,
+        request: Confirm,
+        owner: Option<&UserId>,
+    ) -> Result<Confirmed, ConfirmError> {
         let which = PaymentRef::Order(request.order_id.clone());
         let ran = run(
             &self.repository,
@@ -152,6 +167,9 @@ impl<R: PaymentRepository, G: PaymentGateway> ConfirmPayment<R, G> {
                 let payment = &loaded
                     .ok_or_else(|| ConfirmError::NotFound(request.order_id.clone()))?
                     .payment;
+                if owner.is_some_and(|user| user != payment.user_id()) {
+                    return Err(ConfirmError::NotFound(request.order_id.clone()));
+                }
                 let claimed = Money::new(request.amount, payment.amount().currency())
                     .ok()
                     .filter(|claimed| *claimed == payment.amount())
@@ -676,6 +694,25 @@ mod tests {
             versions,
             "a paid payment is left alone"
         );
+    }
+
+    #[tokio::test]
+    async fn another_users_payment_is_confirmed_as_if_it_did_not_exist() {
+        let (repository, gateway, use_case) = given(GatewayOutcome::Succeeded(approved())).await;
+        let stranger = UserId::parse("u-2").unwrap();
+        let error = use_case
+            .handle_for(confirm(100), Some(&stranger))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ConfirmError::NotFound(_)), "{error:?}");
+        assert_eq!(gateway.confirms.load(Ordering::SeqCst), 0);
+        assert_eq!(repository.payments()[0].status(), PaymentStatus::Ready);
+        let owner = UserId::parse("u-1").unwrap();
+        let outcome = use_case
+            .handle_for(confirm(15_000), Some(&owner))
+            .await
+            .unwrap();
+        assert!(matches!(outcome, Confirmed::Done(_)), "{outcome:?}");
     }
 
     #[tokio::test]
