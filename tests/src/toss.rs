@@ -24,6 +24,9 @@ pub struct TossWorld {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reconciler {
     Fast,
+    /// Fast, and an unknown cancel is never re-sent and is settled or
+    /// escalated after one second.
+    FastImpatient,
     Off,
 }
 
@@ -49,6 +52,10 @@ impl TossWorld {
             Reconciler::Fast => {
                 json!({ "interval_ms": 200, "min_age_ms": 200, "first_backoff_ms": 200, "max_backoff_ms": 400 })
             }
+            Reconciler::FastImpatient => json!({
+                "interval_ms": 200, "min_age_ms": 200, "first_backoff_ms": 200, "max_backoff_ms": 400,
+                "cancel_resend_for_secs": 0, "cancel_settle_within_secs": 1,
+            }),
             Reconciler::Off => json!({ "interval_ms": 3_600_000 }),
         };
         let app = spawn_app(&db, config).await;

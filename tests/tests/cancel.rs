@@ -793,3 +793,78 @@ async fn a_malformed_traceparent_on_a_cancel_is_ignored(
     );
     w.app.stop().await.unwrap();
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_cancel_toss_cannot_settle_in_time_is_escalated_and_never_sent_again(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let w = TossWorld::start(pool_options, db, Reconciler::FastImpatient, 5_000).await;
+    let payment_id = paid(&w, "order-escalate-1", "tgen_escalate_1", 8_000).await;
+    // Toss fails both sends; then someone refunds 500 in its dashboard: what
+    // Toss took fits no reservation of ours, so nothing can be concluded.
+    w.toss.set_scenario(Scenario::ServerError);
+    let response = w
+        .cancel(
+            &payment_id,
+            Some("escalate-1"),
+            &json!({ "cancelReason": "returned", "cancelAmount": 2000 }),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let dashboard = w
+        .app
+        .http
+        .post(format!(
+            "{}/__fake/payments/tgen_escalate_1/cancel",
+            w.toss.base_url()
+        ))
+        .json(&json!({ "cancelReason": "support", "cancelAmount": 500 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dashboard.status(), 200);
+    w.toss.set_scenario(Scenario::Approve);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let payment = loop {
+        let payment: Value = w
+            .app
+            .get(&format!("/api/v1/payments/{payment_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if payment["pendingCancels"][0]["escalated"] == true {
+            break payment;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never escalated: {payment}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        payment["pendingCancels"][0]["amount"], 2_000,
+        "reservation kept"
+    );
+    assert_eq!(payment["balanceAmount"], 8_000);
+    assert_eq!(
+        w.app.counter("payment_cancel_escalations_total", &[]).await,
+        1.0
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = w.toss.calls();
+    assert_eq!(
+        calls.cancel_requests, 2,
+        "never sent again after the first two"
+    );
+    assert_eq!(
+        calls.refunded_for("tgen_escalate_1"),
+        500,
+        "only the dashboard's"
+    );
+    let cancels = cancel_transactions(&w, &payment_id).await;
+    assert_eq!(cancels[0]["status"], "UNKNOWN", "an operator's to settle");
+    w.app.stop().await.unwrap();
+}
