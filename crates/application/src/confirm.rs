@@ -436,6 +436,7 @@ mod tests {
     use payment_domain::TransactionStatus;
 
     use super::*;
+    use crate::expire::ExpirePayments;
     use crate::gateway::{GatewayPayment, GatewayStatus};
     use crate::memory::MemoryRepository;
     use crate::ports::PaymentQueries as _;
@@ -713,6 +714,25 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(outcome, Confirmed::Done(_)), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn the_expiry_of_a_payment_whose_attempt_failed_gives_that_failure() {
+        let (repository, _, _) = given(GatewayOutcome::Succeeded(approved())).await;
+        RecordFailedAttempt::new(repository.clone())
+            .handle(&order(), refusal("PAY_PROCESS_CANCELED"))
+            .await
+            .unwrap();
+        let expiry = ExpirePayments::new(repository.clone(), topics(), Duration::ZERO, 10);
+        assert_eq!(expiry.run_once().await.unwrap(), 1);
+        let failed = repository.outbox().pop().unwrap();
+        assert_eq!(failed.event_type, "PaymentFailedEvent");
+        assert_eq!(failed.payload["data"]["status"], "EXPIRED");
+        assert_eq!(failed.payload["data"]["code"], "PAY_PROCESS_CANCELED");
+        assert_eq!(
+            failed.payload["data"]["message"],
+            "PAY_PROCESS_CANCELED message"
+        );
     }
 
     #[tokio::test]
