@@ -24,4 +24,22 @@ if [[ -z "${PAYMENT__TOSS__BASE_URL:-}" ]]; then
 fi
 export PAYMENT__GATEWAY="${PAYMENT__GATEWAY:-toss}"
 export PAYMENT__LOG__FORMAT="${PAYMENT__LOG__FORMAT:-pretty}"
+
+# /api/v1 needs a bearer JWT. Unless keys are configured, this run gets a
+# random HS256 secret of its own (never written anywhere), and the tokens
+# printed below are signed with it: they die with this run.
+if [[ -z "${PAYMENT__AUTH__HS256_SECRET:-}" && -z "${PAYMENT__AUTH__PUBLIC_KEYS_FILE:-}" ]]; then
+    PAYMENT__AUTH__HS256_SECRET="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+    export PAYMENT__AUTH__HS256_SECRET
+fi
+if [[ -n "${PAYMENT__AUTH__HS256_SECRET:-}" ]]; then
+    admin_token="$(target/release/payment-service dev-token --sub dev-admin --scope payments:admin)"
+    user_token="$(target/release/payment-service dev-token --sub 42)"
+    cat <<EOF
+Dev tokens (valid 8 h, for this run only):
+  back office (payments:admin): export TOKEN=$admin_token
+  user 42 (own payments only):  export USER_TOKEN=$user_token
+  e.g. curl -H "Authorization: Bearer \$TOKEN" "http://127.0.0.1:8087/api/v1/payments?orderId=..."
+EOF
+fi
 target/release/payment-service serve

@@ -26,6 +26,18 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Print a bearer token signed with auth.hs256_secret (local development).
+    DevToken {
+        /// The user (`sub`).
+        #[arg(long, default_value = "dev-user")]
+        sub: String,
+        /// Space-separated scopes, e.g. `payments:admin`.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 8 * 3_600)]
+        ttl_secs: u64,
+    },
 }
 
 #[tokio::main]
@@ -50,6 +62,14 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command, config: &Config) -> anyhow::Result<()> {
     match command {
+        Command::DevToken {
+            sub,
+            scope,
+            ttl_secs,
+        } => {
+            println!("{}", dev_token(config, sub, scope, ttl_secs)?);
+            Ok(())
+        }
         Command::Serve => {
             Application::build(config)
                 .await?
@@ -63,4 +83,36 @@ async fn run(command: Command, config: &Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A token the service configured by `config` accepts: HS256 only (public
+/// keys verify, they cannot sign).
+fn dev_token(
+    config: &Config,
+    sub: String,
+    scope: Option<String>,
+    ttl_secs: u64,
+) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use secrecy::ExposeSecret as _;
+
+    let secret =
+        config.auth.hs256_secret.as_ref().context(
+            "dev-token signs with auth.hs256_secret (PAYMENT__AUTH__HS256_SECRET): set it",
+        )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("system clock before 1970")?
+        .as_secs();
+    let claims = payment_api::Claims {
+        sub,
+        scope,
+        exp: now + ttl_secs,
+        iss: config.auth.issuer.clone(),
+        aud: config.auth.audience.clone(),
+    };
+    Ok(payment_api::hs256_token(
+        secret.expose_secret().as_bytes(),
+        &claims,
+    )?)
 }

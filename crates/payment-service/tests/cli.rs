@@ -154,3 +154,18 @@ fn serve_without_a_token_key_is_refused_before_anything_starts() {
     assert!(said.contains("PAYMENT__AUTH__HS256_SECRET"), "{said}");
     assert!(said.contains("PAYMENT__AUTH__PUBLIC_KEYS_FILE"), "{said}");
 }
+
+#[test]
+fn dev_token_prints_a_token_of_the_configured_secret() {
+    let output = offline()
+        .env(
+            "PAYMENT__AUTH__HS256_SECRET",
+            "cli-test-hs256-secret-of-32-bytes",
+        )
+        .args(["dev-token", "--sub", "alice", "--scope", "payments:admin"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let token = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(token.trim().split('.').count(), 3, "{token}");
+}
