@@ -345,6 +345,14 @@ pub struct OutboxConfig {
     pub batch_size: u32,
     /// The embedded relay's fallback poll (local commits wake it at once).
     pub poll_interval_ms: u64,
+    /// Debezium mode: rows older than this are deleted
+    /// (`PAYMENT__OUTBOX__RETENTION_SECS`). Debezium captures them from the
+    /// binlog, so this only bounds what `outbox replay` can still find.
+    pub retention_secs: u64,
+    /// Debezium mode: how often old rows are pruned.
+    pub prune_interval_secs: u64,
+    /// Debezium mode: rows deleted per statement.
+    pub prune_batch: u32,
 }
 
 impl Default for OutboxConfig {
@@ -353,6 +361,9 @@ impl Default for OutboxConfig {
             relay: OutboxRelay::default(),
             batch_size: 200,
             poll_interval_ms: 500,
+            retention_secs: 3_600,
+            prune_interval_secs: 60,
+            prune_batch: 1_000,
         }
     }
 }
@@ -478,6 +489,9 @@ impl Config {
         }
         if self.outbox.batch_size == 0 {
             return invalid("outbox.batch_size must be at least 1");
+        }
+        if self.outbox.prune_interval_secs == 0 || self.outbox.prune_batch == 0 {
+            return invalid("outbox.prune_interval_secs and outbox.prune_batch must be at least 1");
         }
         if self.reconciler.batch == 0 || self.reconciler.concurrency == 0 {
             return invalid("reconciler.batch and reconciler.concurrency must be at least 1");

@@ -24,7 +24,7 @@ use payment_infra::kafka::{
     RefundRequestedHandler, TopicRouter,
 };
 use payment_infra::mariadb::{
-    self, DatabaseProbe, MariaDbIdempotencyKeys, MariaDbPaymentRepository,
+    self, DatabaseProbe, MariaDbIdempotencyKeys, MariaDbPaymentRepository, OutboxPruner,
 };
 use payment_infra::outbox::{OutboxRelay, RelaySettings};
 use payment_infra::toss::{TossGateway, TossSettings};
@@ -56,6 +56,8 @@ struct Workers {
     provision: Option<Provision>,
     inbound: InboundWorker,
     relay: Option<OutboxRelay>,
+    /// Debezium mode only: deletes the outbox rows Debezium has long captured.
+    prune_outbox: Option<Periodic<OutboxPruner>>,
     reconciler: Periodic<Reconciler<MariaDbPaymentRepository, ConfiguredGateway>>,
     expiry: Periodic<ExpirePayments<MariaDbPaymentRepository>>,
     prune: Periodic<PruneKeys>,
@@ -244,6 +246,14 @@ impl Application {
             )),
             RelayKind::Debezium => None,
         };
+        let prune_outbox = (config.outbox.relay == RelayKind::Debezium).then(|| Periodic {
+            job: OutboxPruner::new(
+                pool.clone(),
+                Duration::from_secs(config.outbox.retention_secs),
+                config.outbox.prune_batch,
+            ),
+            interval: Duration::from_secs(config.outbox.prune_interval_secs),
+        });
         let provision = config.kafka.create_topics.then(|| Provision {
             topics: vec![
                 topics.order_placed.clone(),
@@ -293,6 +303,7 @@ impl Application {
                 provision,
                 inbound,
                 relay,
+                prune_outbox,
                 reconciler,
                 expiry,
                 prune,
@@ -385,6 +396,7 @@ impl Workers {
             provision,
             inbound,
             relay,
+            prune_outbox,
             reconciler,
             expiry,
             prune,
@@ -428,6 +440,19 @@ impl Workers {
             let job = Arc::clone(&expiry_job);
             async move { job.run_once().await }
         });
+        if let Some(prune_outbox) = prune_outbox {
+            let job = Arc::new(prune_outbox.job);
+            spawn_periodic(
+                &mut set,
+                stop,
+                "outbox-prune",
+                prune_outbox.interval,
+                move || {
+                    let job = Arc::clone(&job);
+                    async move { job.prune_once().await }
+                },
+            );
+        }
         if let Some(relay) = relay {
             let stop = stop.clone();
             set.spawn(async move {

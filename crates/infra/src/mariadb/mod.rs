@@ -3,6 +3,7 @@
 
 mod errors;
 mod idempotency;
+mod outbox_prune;
 mod repository;
 
 use std::time::Duration;
@@ -14,6 +15,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::MySqlPool;
 
 pub use idempotency::MariaDbIdempotencyKeys;
+pub use outbox_prune::OutboxPruner;
 pub use repository::MariaDbPaymentRepository;
 
 /// The schema, embedded in the binary; applied at start-up and by `migrate`.
