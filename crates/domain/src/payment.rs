@@ -318,7 +318,7 @@ pub struct ReplayError {
 }
 
 /// The current state of one payment: the fold of its events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payment {
     id: PaymentId,
     order_id: OrderId,
@@ -337,7 +337,7 @@ pub struct Payment {
 }
 
 /// A cancel asked of the PG, its amount reserved until the answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingCancel {
     pub transaction_id: TransactionId,
     pub amount: Money,

@@ -165,6 +165,18 @@ fn check_versions(append: &Append) -> Result<(), StoreError> {
     }
 }
 
+/// A payment as its projection row keeps it (`state`, the fold's JSON).
+fn projected(id: PaymentId, state: &str) -> Result<Payment, StoreError> {
+    serde_json::from_str(state)
+        .with_context(|| format!("payment {id}: unreadable projected state"))
+        .map_err(StoreError::Unexpected)
+}
+
+/// The `state` column of a payment's row.
+fn state_json(payment: &Payment) -> Result<String, sqlx::Error> {
+    serde_json::to_string(payment).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
 /// The fold of a stored stream (`None` when it is empty).
 fn replay(id: PaymentId, history: &[RecordedEvent]) -> Result<Option<Payment>, StoreError> {
     if history.is_empty() {
@@ -416,14 +428,40 @@ async fn insert_outbox_rows(
 }
 
 impl PaymentQueries for MariaDbPaymentRepository {
+    /// The projection's row (one primary-key lookup); a row written before
+    /// the `state` column existed is replayed from the stream.
     async fn payment(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
-        replay(id, &self.events(id).await?)
+        let state: Option<Option<String>> =
+            sqlx::query_scalar("SELECT state FROM payments WHERE payment_id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .store_context("read payment")?;
+        match state {
+            None => Ok(None),
+            Some(Some(state)) => projected(id, &state).map(Some),
+            Some(None) => replay(id, &self.events(id).await?),
+        }
     }
 
+    /// As [`PaymentQueries::payment`], through the unique order index.
     async fn find_by_order(&self, order_id: &OrderId) -> Result<Option<Payment>, StoreError> {
-        match self.payment_id_of(order_id).await? {
-            Some(id) => self.payment(id).await,
-            None => Ok(None),
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT payment_id, state FROM payments WHERE order_id = ?")
+                .bind(order_id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .store_context("find payment by order id")?;
+        let Some((id, state)) = row else {
+            return Ok(None);
+        };
+        let id: PaymentId = id
+            .parse()
+            .context("stored payment id")
+            .map_err(StoreError::Unexpected)?;
+        match state {
+            Some(state) => projected(id, &state).map(Some),
+            None => replay(id, &self.events(id).await?),
         }
     }
 
@@ -655,26 +693,34 @@ async fn insert_projections(
     let mut insert = QueryBuilder::<MySql>::new(
         "INSERT INTO payments (payment_id, order_id, user_id, amount, balance_amount, currency, \
          status, payment_key, method, approved_at, failure_code, failure_message, version, \
-         created_at, updated_at) ",
+         created_at, updated_at, state) ",
     );
-    insert.push_values(payments, |mut row, (payment, at)| {
-        let failure = payment.failure();
-        row.push_bind(payment.id().to_string())
-            .push_bind(payment.order_id().as_str())
-            .push_bind(payment.user_id().as_str())
-            .push_bind(payment.amount().amount())
-            .push_bind(payment.balance().amount())
-            .push_bind(payment.amount().currency().code())
-            .push_bind(payment.status().as_str())
-            .push_bind(payment.payment_key().map(|k| k.as_str()))
-            .push_bind(payment.method())
-            .push_bind(payment.approved_at())
-            .push_bind(failure.map(|f| f.code.as_str()))
-            .push_bind(failure.map(|f| f.message.as_str()))
-            .push_bind(payment.version())
-            .push_bind(payment.created_at())
-            .push_bind(*at);
-    });
+    let states = payments
+        .iter()
+        .map(|(payment, _)| state_json(payment))
+        .collect::<Result<Vec<_>, _>>()?;
+    insert.push_values(
+        payments.iter().zip(states),
+        |mut row, ((payment, at), state)| {
+            let failure = payment.failure();
+            row.push_bind(payment.id().to_string())
+                .push_bind(payment.order_id().as_str())
+                .push_bind(payment.user_id().as_str())
+                .push_bind(payment.amount().amount())
+                .push_bind(payment.balance().amount())
+                .push_bind(payment.amount().currency().code())
+                .push_bind(payment.status().as_str())
+                .push_bind(payment.payment_key().map(|k| k.as_str()))
+                .push_bind(payment.method())
+                .push_bind(payment.approved_at())
+                .push_bind(failure.map(|f| f.code.as_str()))
+                .push_bind(failure.map(|f| f.message.as_str()))
+                .push_bind(payment.version())
+                .push_bind(payment.created_at())
+                .push_bind(*at)
+                .push_bind(state);
+        },
+    );
     insert
         .build()
         .execute(&mut **tx)
@@ -691,8 +737,8 @@ async fn update_projection(
     let failure = payment.failure();
     sqlx::query(
         "UPDATE payments SET balance_amount = ?, status = ?, payment_key = ?, method = ?, \
-         approved_at = ?, failure_code = ?, failure_message = ?, version = ?, updated_at = ? \
-         WHERE payment_id = ? AND version = ?",
+         approved_at = ?, failure_code = ?, failure_message = ?, version = ?, updated_at = ?, \
+         state = ? WHERE payment_id = ? AND version = ?",
     )
     .bind(payment.balance().amount())
     .bind(payment.status().as_str())
@@ -703,6 +749,7 @@ async fn update_projection(
     .bind(failure.map(|f| f.message.as_str()))
     .bind(payment.version())
     .bind(at)
+    .bind(state_json(payment)?)
     .bind(payment.id().to_string())
     .bind(expected_version)
     .execute(&mut **tx)
