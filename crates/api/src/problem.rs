@@ -1,6 +1,7 @@
 //! Errors as `application/problem+json` (RFC 9457) with a stable machine
 //! `code`. Internals are logged where they happen and never returned.
 
+use axum::extract::rejection::QueryRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -307,7 +308,7 @@ impl From<ConfirmError> for Problem {
                 format!("the payment is {}", payment.status()),
             )
             .with("paymentId", payment.id())
-            .with("status", payment.status()),
+            .with("paymentStatus", payment.status()),
             ConfirmError::KeyNotVerified { payment, failure } => Self::new(
                 ProblemCode::PaymentKeyNotVerified,
                 "Toss does not hold this payment key for this order; the payment was not confirmed and may be paid again",
@@ -364,7 +365,7 @@ impl From<CancelError> for Problem {
                     reason: money.to_string(),
                 }]),
                 other => Self::new(ProblemCode::PaymentNotCancelable, other.to_string())
-                    .with("status", payment.status()),
+                    .with("paymentStatus", payment.status()),
             },
             CancelError::Declined { failure, .. } => {
                 Self::new(ProblemCode::CancelDeclined, failure.message).with("pgCode", failure.code)
@@ -373,6 +374,16 @@ impl From<CancelError> for Problem {
             | CancelError::Contended(_)
             | CancelError::Store(_)) => Self::failed(other),
         }
+    }
+}
+
+/// A query string that does not even parse (e.g. a parameter given twice).
+impl From<QueryRejection> for Problem {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::invalid(vec![FieldError {
+            field: "query",
+            reason: rejection.body_text(),
+        }])
     }
 }
 
