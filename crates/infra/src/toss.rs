@@ -149,10 +149,18 @@ impl TossGateway {
         authorization.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, authorization);
+        // One pooled client for the process (reqwest keeps connections
+        // alive and reuses them). An idle connection is dropped before a
+        // typical 60 s server/LB idle timeout can close it under us: a confirm
+        // POST sent on a connection the peer just closed fails without an
+        // answer, and that is an unknown outcome, looked up again.
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .tcp_keepalive(Duration::from_secs(30))
+            .tcp_nodelay(true)
             .user_agent(concat!("payment-service/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("build Toss HTTP client")?;
