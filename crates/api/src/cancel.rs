@@ -50,8 +50,8 @@ pub(crate) fn routes<R: PaymentRepository, G: PaymentGateway, K: IdempotencyKeys
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CancelBody {
-    /// Why (1-200 characters; Toss shows it to the customer).
-    #[schema(example = "customer changed their mind")]
+    /// Why (1-200 characters, not only whitespace; Toss shows it to the customer).
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]", example = "customer changed their mind")]
     cancel_reason: Option<String>,
     /// How much to give back; absent: everything still cancelable.
     #[schema(value_type = Option<crate::view::AmountInput>, example = 1000)]
@@ -60,19 +60,22 @@ pub(crate) struct CancelBody {
 
 /// Cancels (part of) a payment.
 #[utoipa::path(
-    post, path = "/api/v1/payments/{payment_id}/cancel", tag = "payments", request_body = CancelBody,
+    post, path = "/api/v1/payments/{payment_id}/cancel", tag = "payments", request_body = CancelBody, security(("bearer" = ["payments:admin"])),
     params(
-        ("payment_id" = String, Path, description = "The payment id (UUID)"),
-        ("Idempotency-Key" = String, Header, description = "Required; the same key and body replay the first answer"),
+        ("payment_id" = String, Path, format = Uuid, description = "The payment id (UUID)"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "1-255 visible ASCII characters; the same key and body replay the first answer"),
     ),
     responses(
         (status = 200, description = "Canceled: the payment after the refund", body = PaymentView),
         (status = 202, description = "The PG's answer is not known yet; settled by the reconciler", body = PaymentView),
         (status = 400, description = "`IDEMPOTENCY_KEY_REQUIRED` or `INVALID_REQUEST` (field errors)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "`UNAUTHENTICATED`: no or an invalid bearer token", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "The RFC 6750 `Bearer` challenge"))),
+        (status = 403, description = "`INSUFFICIENT_SCOPE`: this needs `payments:admin`", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
         (status = 402, description = "`CANCEL_DECLINED`: the PG refused, with its `pgCode`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "`PAYMENT_NOT_CANCELABLE` (its state) or `IDEMPOTENCY_KEY_IN_USE` (the first request still runs)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "`NOT_CANCELABLE_AMOUNT` (above what is left; the PG was not called) or `IDEMPOTENCY_KEY_REUSED` (same key, other body)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "`INTERNAL_ERROR`: logged for an operator", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "`SERVICE_UNAVAILABLE`; the key is freed", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     )
 )]

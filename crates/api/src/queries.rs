@@ -4,6 +4,7 @@
 
 use std::str::FromStr as _;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -49,12 +50,14 @@ fn not_found(id: PaymentId) -> Problem {
 
 /// A payment's current state.
 #[utoipa::path(
-    get, path = "/api/v1/payments/{payment_id}", tag = "payments",
-    params(("payment_id" = String, Path, description = "The payment id (UUID)")),
+    get, path = "/api/v1/payments/{payment_id}", tag = "payments", security(("bearer" = [])),
+    params(("payment_id" = String, Path, format = Uuid, description = "The payment id (UUID)")),
     responses(
         (status = 200, description = "The payment", body = PaymentView),
         (status = 400, description = "`INVALID_REQUEST`: not a UUID", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "`UNAUTHENTICATED`: no or an invalid bearer token", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "The RFC 6750 `Bearer` challenge"))),
+        (status = 404, description = "`PAYMENT_NOT_FOUND`: none, or another user's", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "`INTERNAL_ERROR`: logged for an operator", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -81,24 +84,32 @@ pub(crate) async fn payment<R: PaymentQueries>(
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ByOrder {
-    /// The shop's order id.
+    /// The shop's order id: 6-64 of `[A-Za-z0-9_-]`.
+    #[param(value_type = String, pattern = r"^[A-Za-z0-9_-]{6,64}$", min_length = 6, max_length = 64)]
     order_id: Option<String>,
 }
 
-/// The payments of an order (at most one: an order has one payment).
+/// The payments of an order (at most one: an order has one payment); a
+/// caller without `payments:admin` sees only their own.
 #[utoipa::path(
-    get, path = "/api/v1/payments", tag = "payments", params(ByOrder),
+    get, path = "/api/v1/payments", tag = "payments", params(ByOrder), security(("bearer" = [])),
     responses(
         (status = 200, description = "The order's payments (empty when none)", body = [PaymentView]),
         (status = 400, description = "`INVALID_REQUEST`: orderId missing or malformed", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "`UNAUTHENTICATED`: no or an invalid bearer token", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "The RFC 6750 `Bearer` challenge"))),
+        (status = 500, description = "`INTERNAL_ERROR`: logged for an operator", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn by_order<R: PaymentQueries>(
     caller: Caller,
     State(repository): State<R>,
-    Query(query): Query<ByOrder>,
+    query: Result<Query<ByOrder>, QueryRejection>,
 ) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return Problem::from(rejection).into_response(),
+    };
     let order_id = match FieldError::required("orderId", query.order_id, OrderId::parse) {
         Ok(order_id) => order_id,
         Err(error) => return Problem::invalid(vec![error]).into_response(),
@@ -130,11 +141,14 @@ pub struct EventView {
 
 /// A payment's audit trail: every event, oldest first.
 #[utoipa::path(
-    get, path = "/api/v1/payments/{payment_id}/events", tag = "payments",
-    params(("payment_id" = String, Path, description = "The payment id (UUID)")),
+    get, path = "/api/v1/payments/{payment_id}/events", tag = "payments", security(("bearer" = ["payments:admin"])),
+    params(("payment_id" = String, Path, format = Uuid, description = "The payment id (UUID)")),
     responses(
         (status = 200, description = "The events", body = [EventView]),
-        (status = 400, description = "`INVALID_REQUEST`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "`INVALID_REQUEST`: not a UUID", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "`UNAUTHENTICATED`: no or an invalid bearer token", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "The RFC 6750 `Bearer` challenge"))),
+        (status = 403, description = "`INSUFFICIENT_SCOPE`: this needs `payments:admin`", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
+        (status = 500, description = "`INTERNAL_ERROR`: logged for an operator", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     )
@@ -187,11 +201,14 @@ pub struct TransactionView {
 
 /// A payment's gateway transactions (approvals and cancels), oldest first.
 #[utoipa::path(
-    get, path = "/api/v1/payments/{payment_id}/transactions", tag = "payments",
-    params(("payment_id" = String, Path, description = "The payment id (UUID)")),
+    get, path = "/api/v1/payments/{payment_id}/transactions", tag = "payments", security(("bearer" = ["payments:admin"])),
+    params(("payment_id" = String, Path, format = Uuid, description = "The payment id (UUID)")),
     responses(
         (status = 200, description = "The transactions", body = [TransactionView]),
-        (status = 400, description = "`INVALID_REQUEST`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "`INVALID_REQUEST`: not a UUID", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "`UNAUTHENTICATED`: no or an invalid bearer token", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "The RFC 6750 `Bearer` challenge"))),
+        (status = 403, description = "`INSUFFICIENT_SCOPE`: this needs `payments:admin`", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
+        (status = 500, description = "`INTERNAL_ERROR`: logged for an operator", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     )

@@ -10,9 +10,14 @@ use serde_json::Value;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 
-/// What [`payment_domain::parse_amount`] reads inside a string: a JSON
-/// number without a sign (a negative amount is refused anyway).
-const AMOUNT_PATTERN: &str = r"^(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$";
+/// An amount in a string: at most 15 digits before the point, at most 2
+/// after (no currency has more; trailing zeros do not count), no sign.
+/// ([`payment_domain::parse_amount`] also reads an exponent, `1.5e3`; the
+/// document leaves that form out because no pattern can bound its value.)
+const AMOUNT_PATTERN: &str = r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,2}0*)?$";
+
+/// No currency has more than two decimals (KRW, JPY: 0; USD: 2).
+const AMOUNT_STEP: f64 = 0.01;
 
 const AMOUNT_RULES: &str = "Exact decimal (never read as a float). At most the currency's \
 decimals (KRW and JPY: 0, USD: 2) and 15 significant digits: up to 999999999999999 KRW/JPY, \
@@ -60,7 +65,7 @@ pub struct AmountInput;
 impl utoipa::PartialSchema for AmountInput {
     fn schema() -> RefOr<Schema> {
         OneOfBuilder::new()
-            .item(amount_number())
+            .item(amount_number().multiple_of(Some(AMOUNT_STEP)))
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::String)

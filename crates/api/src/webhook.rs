@@ -26,18 +26,24 @@ pub(crate) fn routes<R: PaymentRepository, G: PaymentGateway>(
         .with_state(Arc::new(notice))
 }
 
-#[derive(Debug, Deserialize)]
+/// Toss's webhook body; other members are ignored.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WebhookBody {
+    /// `PAYMENT_STATUS_CHANGED` needs `data.paymentKey`; any other type is
+    /// acknowledged without action (`IGNORED`).
     event_type: String,
+    /// Any JSON; for `PAYMENT_STATUS_CHANGED` an object whose `paymentKey`
+    /// is 1-200 visible ASCII characters (only it is read, and `status`).
     #[serde(default)]
+    #[schema(value_type = Value)]
     data: Value,
 }
 
 /// Unknown payments are acknowledged; a failed lookup answers 503 so Toss
 /// sends the notice again.
 #[utoipa::path(
-    post, path = "/webhooks/toss", tag = "widget", request_body(content = Object, description = "Toss's webhook body (`eventType`, `data.paymentKey`, …)"),
+    post, path = "/webhooks/toss", tag = "widget", request_body = WebhookBody,
     responses(
         (status = 200, description = "Acknowledged: `status` is the outcome (DONE, ABORTED, UNCHANGED, UNKNOWN_PAYMENT, IGNORED)"),
         (status = 400, description = "`INVALID_REQUEST`: not a Toss webhook", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -58,15 +58,17 @@ pub(crate) fn routes<R: PaymentRepository, G: PaymentGateway>(state: Shared<R, G
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ConfirmParams {
-    /// Toss's payment key from the widget.
-    #[schema(example = "tgen_20261122abcdef")]
+    /// Toss's payment key from the widget: 1-200 visible ASCII characters.
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[!-~]+$", example = "tgen_20261122abcdef")]
+    #[param(value_type = String, min_length = 1, max_length = 200, pattern = r"^[!-~]+$")]
     payment_key: Option<String>,
     /// 6-64 of `[A-Za-z0-9_-]`.
-    #[schema(example = "order-0001")]
+    #[schema(value_type = String, min_length = 6, max_length = 64, pattern = r"^[A-Za-z0-9_-]{6,64}$", example = "order-0001")]
+    #[param(value_type = String, min_length = 6, max_length = 64, pattern = r"^[A-Za-z0-9_-]{6,64}$")]
     order_id: Option<String>,
     /// Must equal the order's amount, or the confirm is refused (`AMOUNT_MISMATCH`).
-    #[schema(value_type = Option<crate::view::AmountInput>, example = 15000)]
-    #[param(value_type = Option<crate::view::AmountInput>)]
+    #[schema(value_type = crate::view::AmountInput, example = 15000)]
+    #[param(value_type = crate::view::AmountInput)]
     amount: Option<Value>,
 }
 
@@ -186,14 +188,16 @@ async fn run_confirm<R: PaymentRepository, G: PaymentGateway>(
 
 /// `POST /api/v1/payments/confirm {paymentKey, orderId, amount}`.
 #[utoipa::path(
-    post, path = "/api/v1/payments/confirm", tag = "widget", request_body = ConfirmParams,
+    post, path = "/api/v1/payments/confirm", tag = "widget", request_body = ConfirmParams, security(("bearer" = [])),
     responses(
         (status = 200, description = "Approved (now, or before: a repeated confirm)", body = PaymentView),
         (status = 202, description = "Outcome not known yet: IN_PROGRESS, settled by the reconciler", body = PaymentView),
         (status = 400, description = "`INVALID_REQUEST` (field errors), `AMOUNT_MISMATCH` (tampering; Toss not called) or `PAYMENT_KEY_NOT_VERIFIED` (Toss holds no payment with that key for the order; the payment is READY again)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "`UNAUTHENTICATED`: no or an invalid bearer token", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "The RFC 6750 `Bearer` challenge"))),
         (status = 402, description = "`PAYMENT_DECLINED`, with Toss's `pgCode`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`PAYMENT_NOT_FOUND`: no payment for the order, or another user's", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "`PAYMENT_IN_PROGRESS` or `PAYMENT_NOT_CONFIRMABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "`INTERNAL_ERROR`: logged for an operator", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "`SERVICE_UNAVAILABLE` (also when Toss refused our own credentials: the payment is READY again)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -254,8 +258,12 @@ fn redirect(base: &str, pairs: &[(&str, &str)]) -> Response {
 async fn success_redirect<R: PaymentRepository, G: PaymentGateway>(
     State(state): State<Shared<R, G>>,
     headers: HeaderMap,
-    Query(params): Query<ConfirmParams>,
+    params: Result<Query<ConfirmParams>, QueryRejection>,
 ) -> Response {
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(rejection) => return Problem::from(rejection).into_response(),
+    };
     let request = match parse_confirm(params, causation(&headers)) {
         Ok(request) => request,
         Err(problem) => return problem.into_response(),
@@ -296,7 +304,8 @@ pub(crate) struct FailParams {
     /// At most 1000 characters.
     #[param(max_length = 1000)]
     message: Option<String>,
-    /// Required.
+    /// Required: 6-64 of `[A-Za-z0-9_-]`.
+    #[param(value_type = String, min_length = 6, max_length = 64, pattern = r"^[A-Za-z0-9_-]{6,64}$")]
     order_id: Option<String>,
 }
 
@@ -355,8 +364,12 @@ fn parse_fail(params: FailParams) -> Result<(OrderId, Failure), Problem> {
 async fn fail_redirect<R: PaymentRepository, G: PaymentGateway>(
     State(state): State<Shared<R, G>>,
     headers: HeaderMap,
-    Query(params): Query<FailParams>,
+    params: Result<Query<FailParams>, QueryRejection>,
 ) -> Response {
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(rejection) => return Problem::from(rejection).into_response(),
+    };
     let (order_id, failure) = match parse_fail(params) {
         Ok(parsed) => parsed,
         Err(problem) => return problem.into_response(),
