@@ -131,21 +131,6 @@ impl MariaDbPaymentRepository {
             }
         }
     }
-
-    async fn payment_id_of(&self, order_id: &OrderId) -> Result<Option<PaymentId>, StoreError> {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT payment_id FROM payments WHERE order_id = ?")
-                .bind(order_id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .store_context("find payment by order id")?;
-        id.map(|id| {
-            id.parse()
-                .context("stored payment id")
-                .map_err(StoreError::Unexpected)
-        })
-        .transpose()
-    }
 }
 
 /// Refuses an append whose state does not fold exactly its events onto
@@ -190,14 +175,30 @@ fn replay(id: PaymentId, history: &[RecordedEvent]) -> Result<Option<Payment>, S
 
 impl PaymentRepository for MariaDbPaymentRepository {
     async fn load(&self, which: &PaymentRef) -> Result<Option<Snapshot>, StoreError> {
-        let id = match which {
-            PaymentRef::Id(id) => *id,
-            PaymentRef::Order(order_id) => match self.payment_id_of(order_id).await? {
-                Some(id) => id,
-                None => return Ok(None),
-            },
+        let (id, history) = match which {
+            PaymentRef::Id(id) => (*id, self.events(*id).await?),
+            // The stream through the order index: one round trip, not two.
+            PaymentRef::Order(order_id) => {
+                let rows: Vec<OrderEventRow> = sqlx::query_as(
+                    "SELECT e.payment_id, e.version, e.event_type, e.data, e.occurred_at \
+                     FROM payments p JOIN payment_events e ON e.payment_id = p.payment_id \
+                     WHERE p.order_id = ? ORDER BY e.version",
+                )
+                .bind(order_id.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .store_context("read payment events by order")?;
+                let Some(first) = rows.first() else {
+                    return Ok(None);
+                };
+                let id: PaymentId = first
+                    .payment_id
+                    .parse()
+                    .context("stored payment id")
+                    .map_err(StoreError::Unexpected)?;
+                (id, recorded(id, rows.into_iter().map(|row| row.event))?)
+            }
         };
-        let history = self.events(id).await?;
         let Some(payment) = replay(id, &history)? else {
             return Ok(None);
         };
@@ -474,23 +475,7 @@ impl PaymentQueries for MariaDbPaymentRepository {
         .fetch_all(&self.pool)
         .await
         .store_context("read payment events")?;
-        rows.into_iter()
-            .zip(1_u64..)
-            .map(|(row, expected)| {
-                anyhow::ensure!(
-                    row.version == expected,
-                    "payment {id}: event version {} where {expected} was expected",
-                    row.version
-                );
-                Ok(RecordedEvent {
-                    payment_id: id,
-                    version: row.version,
-                    occurred_at: row.occurred_at,
-                    event: decode_event(&row.event_type, &row.data)?,
-                })
-            })
-            .collect::<anyhow::Result<_>>()
-            .map_err(StoreError::Unexpected)
+        recorded(id, rows)
     }
 
     async fn transactions(&self, id: PaymentId) -> Result<Vec<PaymentTransaction>, StoreError> {
@@ -646,6 +631,37 @@ struct DueRow {
     #[sqlx(flatten)]
     transaction: TransactionRow,
     attempts: u32,
+}
+
+/// A payment's stored events, checked to be its whole stream in order.
+fn recorded(
+    id: PaymentId,
+    rows: impl IntoIterator<Item = EventRow>,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    rows.into_iter()
+        .zip(1_u64..)
+        .map(|(row, expected)| {
+            anyhow::ensure!(
+                row.version == expected,
+                "payment {id}: event version {} where {expected} was expected",
+                row.version
+            );
+            Ok(RecordedEvent {
+                payment_id: id,
+                version: row.version,
+                occurred_at: row.occurred_at,
+                event: decode_event(&row.event_type, &row.data)?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()
+        .map_err(StoreError::Unexpected)
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderEventRow {
+    payment_id: String,
+    #[sqlx(flatten)]
+    event: EventRow,
 }
 
 #[derive(sqlx::FromRow)]
