@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used)]
 
 pub mod backlog;
+pub mod containers;
 pub mod kafka;
 pub mod orders;
 pub mod toss;
