@@ -7,6 +7,7 @@ pub mod backlog;
 pub mod containers;
 pub mod kafka;
 pub mod orders;
+pub mod saga;
 pub mod toss;
 
 use std::time::Duration;
@@ -175,6 +176,25 @@ impl TestApp {
             })
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// Waits until the service has handled (committed or dead-lettered)
+    /// `count` messages of `topic`, by its `kafka_messages_total` counter.
+    pub async fn wait_handled(&self, topic: &str, count: f64, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let handled = self
+                .counter("kafka_messages_total", &[("topic", topic)])
+                .await;
+            if handled >= count {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {handled} of {count} messages of {topic} handled"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Stops the service abruptly, as a crash would: nothing is finished,

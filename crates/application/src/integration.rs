@@ -53,7 +53,7 @@ pub fn amount_json(money: Money) -> Value {
     serde_json::Number::from_str(&text).map_or(Value::String(text), Value::Number)
 }
 
-fn outbox_message(
+pub(crate) fn outbox_message(
     topic: &str,
     event_type: &str,
     payment: &Payment,

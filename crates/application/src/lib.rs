@@ -14,6 +14,7 @@ pub mod integration;
 pub mod ports;
 pub mod reconcile;
 mod runner;
+pub mod saga;
 pub mod settle;
 pub mod trace;
 pub mod webhook;
@@ -45,5 +46,9 @@ pub use ports::{
 };
 pub use reconcile::{Reconciled, Reconciler, ReconcilerSettings};
 pub use runner::Trigger;
+pub use saga::{
+    booking_order_id, Booking, Bookings, PaymentRequested, Requested, SagaError, SagaPayments,
+    SagaTopics,
+};
 pub use settle::{CancelResolution, Resolution, SettleError};
 pub use webhook::{GatewayNotice, NoticeError, Noticed};

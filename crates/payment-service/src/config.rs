@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format as _, Toml};
 use figment::Figment;
+use payment_infra::processor::ProcessorSettings;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,11 @@ pub struct Config {
     pub fake: FakeGatewayConfig,
     #[serde(default)]
     pub reconciler: ReconcilerConfig,
+    /// The fake processor (`gateway = processor`).
+    #[serde(default)]
+    pub processor: ProcessorSettings,
+    #[serde(default)]
+    pub saga: SagaConfig,
     #[serde(default)]
     pub expiry: ExpiryConfig,
     #[serde(default)]
@@ -115,6 +121,26 @@ pub enum FakeMode {
     Approve,
     Decline,
     Random,
+}
+
+/// The booking saga's participant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SagaConfig {
+    /// How often bookings whose payment was settled elsewhere (by the
+    /// reconciler) are answered.
+    pub answer_interval_ms: u64,
+    /// Bookings answered per round.
+    pub answer_batch: u32,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        Self {
+            answer_interval_ms: 1_000,
+            answer_batch: 100,
+        }
+    }
 }
 
 /// The background resolution of approvals whose outcome is unknown.
@@ -297,6 +323,9 @@ pub enum GatewayKind {
     Toss,
     /// No network: approves, declines or delays by rule (local runs, load tests).
     Fake,
+    /// No network: the fake processor of the booking saga (seeded random,
+    /// forced and unknown outcomes, delays, a ledger); see `processor`.
+    Processor,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -486,6 +515,9 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.processor.success_rate) {
+            return invalid("processor.success_rate must be between 0 and 1");
         }
         if self.outbox.batch_size == 0 {
             return invalid("outbox.batch_size must be at least 1");

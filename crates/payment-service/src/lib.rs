@@ -2,6 +2,7 @@
 //! the wiring of adapters to use cases. `main.rs` only parses the command
 //! line; tests start the very same [`Application`].
 
+pub mod commands;
 pub mod config;
 pub mod startup;
 pub mod telemetry;

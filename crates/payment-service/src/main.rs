@@ -1,9 +1,12 @@
-//! `payment-service serve | migrate`.
+//! `payment-service serve | migrate` and the operator commands
+//! (`rebuild-projection`, `history`, `reconcile`, `outbox stats`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use payment_domain::PaymentId;
+use payment_service::commands::{self, RebuildArgs};
 use payment_service::{startup, telemetry, Application, Config};
 
 #[derive(Debug, Parser)]
@@ -38,6 +41,27 @@ enum Command {
         #[arg(long, default_value_t = 8 * 3_600)]
         ttl_secs: u64,
     },
+    /// Fold the events and compare with (`--verify`) or rewrite the `payments` projection.
+    RebuildProjection(RebuildArgs),
+    /// One payment's events and gateway transactions, human-readable.
+    History {
+        /// The payment id.
+        payment: PaymentId,
+    },
+    /// Settle one payment now, as the reconciler would (lookup, then the same-key retry).
+    Reconcile {
+        /// The payment id.
+        payment: PaymentId,
+    },
+    /// The outbox.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// What waits to be published, per topic.
+    Stats,
 }
 
 #[tokio::main]
@@ -82,6 +106,10 @@ async fn run(command: Command, config: &Config) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::RebuildProjection(args) => commands::rebuild_projection(config, &args).await,
+        Command::History { payment } => commands::history(config, payment).await,
+        Command::Reconcile { payment } => commands::reconcile(config, payment).await,
+        Command::Outbox(OutboxCommand::Stats) => commands::outbox_stats(config).await,
     }
 }
 

@@ -14,19 +14,22 @@ use payment_api::{
     ApiState, AuthSettings, Authenticator, CancelState, WidgetRedirects, WidgetState,
 };
 use payment_application::{
-    CancelPayment, ConfirmPayment, CreatePayment, ExpirePayments, GatewayNotice, HealthProbe,
-    IdempotencyKeys as _, Reconciler, ReconcilerSettings, RecordFailedAttempt, StoreError, Topics,
+    CancelPayment, CancelSettings, ConfirmPayment, CreatePayment, ExpirePayments, GatewayNotice,
+    HealthProbe, IdempotencyKeys as _, Reconciler, ReconcilerSettings, RecordFailedAttempt,
+    SagaPayments, SagaTopics, StoreError, Topics,
 };
 use payment_infra::fake_gateway::{FakeGateway, FakeMode};
 use payment_infra::gateway::ConfiguredGateway;
 use payment_infra::kafka::{
-    self, dlq_topic, BrokerProbe, ConsumerHealth, KafkaSettings, OrderPlacedHandler,
-    RefundRequestedHandler, TopicRouter,
+    self, dlq_topic, AndTopic, BrokerProbe, ConsumerHealth, KafkaSettings, OrderPlacedHandler,
+    RefundRequestedHandler, SagaRequestHandler, TopicRouter,
 };
 use payment_infra::mariadb::{
-    self, DatabaseProbe, MariaDbIdempotencyKeys, MariaDbPaymentRepository, OutboxPruner,
+    self, DatabaseProbe, MariaDbBookings, MariaDbIdempotencyKeys, MariaDbPaymentRepository,
+    OutboxPruner,
 };
 use payment_infra::outbox::{OutboxRelay, RelaySettings};
+use payment_infra::processor::FakeProcessor;
 use payment_infra::toss::{TossGateway, TossSettings};
 use secrecy::ExposeSecret as _;
 use sqlx::MySqlPool;
@@ -62,6 +65,17 @@ struct Workers {
     expiry: Periodic<ExpirePayments<MariaDbPaymentRepository>>,
     prune: Periodic<PruneKeys>,
     prune_inbox: Periodic<PruneInbox>,
+    saga_answers: Periodic<SagaAnswers>,
+}
+
+/// The booking saga's participant as wired here.
+type Saga = SagaPayments<MariaDbPaymentRepository, MariaDbBookings, ConfiguredGateway>;
+
+/// Answers the bookings whose payment was settled elsewhere.
+#[derive(Debug)]
+struct SagaAnswers {
+    saga: Saga,
+    batch: u32,
 }
 
 /// Deletes HTTP idempotency keys past their retention.
@@ -111,13 +125,19 @@ struct Provision {
     replication: i32,
 }
 
+/// The commerce platform's two inbound topics.
+type CommerceRouter = TopicRouter<
+    OrderPlacedHandler<MariaDbPaymentRepository>,
+    RefundRequestedHandler<MariaDbPaymentRepository, ConfiguredGateway>,
+>;
+
 /// The consumer of every inbound topic.
 #[derive(Debug)]
 struct InboundWorker {
     topics: Vec<String>,
-    handler: TopicRouter<
-        OrderPlacedHandler<MariaDbPaymentRepository>,
-        RefundRequestedHandler<MariaDbPaymentRepository, ConfiguredGateway>,
+    handler: AndTopic<
+        CommerceRouter,
+        SagaRequestHandler<MariaDbPaymentRepository, MariaDbBookings, ConfiguredGateway>,
     >,
     health: ConsumerHealth,
 }
@@ -147,31 +167,49 @@ impl Application {
             MariaDbPaymentRepository::new(pool.clone()).notifying(Arc::clone(&outbox_committed));
         let gateway = gateway(config)?;
         let topics = &config.topics;
-        let announced = Topics {
-            payment_created: topics.payment_created.clone(),
-            payment_completed: topics.payment_completed.clone(),
-            payment_failed: topics.payment_failed.clone(),
-            payment_canceled: topics.payment_canceled.clone(),
-            payment_cancel_failed: topics.payment_cancel_failed.clone(),
-        };
+        let announced = announced_topics(config);
 
+        let saga = SagaPayments::new(
+            repository.clone(),
+            MariaDbBookings::new(pool.clone()).notifying(Arc::clone(&outbox_committed)),
+            gateway.clone(),
+            announced.clone(),
+            SagaTopics {
+                initiated: topics.saga_payment_initiated.clone(),
+                completed: topics.saga_payment_completed.clone(),
+                failed: topics.saga_payment_failed.clone(),
+            },
+            topics.saga_request_payment.clone(),
+        );
+        let saga_answers = Periodic {
+            job: SagaAnswers {
+                saga: saga.clone(),
+                batch: config.saga.answer_batch,
+            },
+            interval: Duration::from_millis(config.saga.answer_interval_ms),
+        };
         let inbound = InboundWorker {
             topics: vec![
                 topics.order_placed.clone(),
                 topics.order_refund_requested.clone(),
+                topics.saga_request_payment.clone(),
             ],
-            handler: TopicRouter {
-                first_topic: topics.order_placed.clone(),
-                first: OrderPlacedHandler::new(CreatePayment::new(
-                    repository.clone(),
-                    announced.clone(),
-                    topics.order_placed.clone(),
-                )),
-                second_topic: topics.order_refund_requested.clone(),
-                second: RefundRequestedHandler::new(
-                    repository.clone(),
-                    CancelPayment::new(repository.clone(), gateway.clone(), announced.clone()),
-                ),
+            handler: AndTopic {
+                topic: topics.saga_request_payment.clone(),
+                handler: SagaRequestHandler::new(saga),
+                rest: TopicRouter {
+                    first_topic: topics.order_placed.clone(),
+                    first: OrderPlacedHandler::new(CreatePayment::new(
+                        repository.clone(),
+                        announced.clone(),
+                        topics.order_placed.clone(),
+                    )),
+                    second_topic: topics.order_refund_requested.clone(),
+                    second: RefundRequestedHandler::new(
+                        repository.clone(),
+                        CancelPayment::new(repository.clone(), gateway.clone(), announced.clone()),
+                    ),
+                },
             },
             health: ConsumerHealth::default(),
         };
@@ -213,15 +251,7 @@ impl Application {
                 repository.clone(),
                 gateway,
                 announced.clone(),
-                ReconcilerSettings {
-                    min_age: Duration::from_millis(reconciling.min_age_ms),
-                    confirm_window: Duration::from_secs(reconciling.confirm_window_secs),
-                    first_backoff: Duration::from_millis(reconciling.first_backoff_ms),
-                    max_backoff: Duration::from_millis(reconciling.max_backoff_ms),
-                    batch: reconciling.batch,
-                    concurrency: reconciling.concurrency,
-                    ..ReconcilerSettings::default()
-                },
+                reconciler_settings(config),
             ),
             interval: Duration::from_millis(reconciling.interval_ms),
         };
@@ -265,6 +295,11 @@ impl Application {
                 topics.payment_failed.clone(),
                 topics.payment_canceled.clone(),
                 topics.payment_cancel_failed.clone(),
+                topics.saga_request_payment.clone(),
+                dlq_topic(&topics.saga_request_payment),
+                topics.saga_payment_initiated.clone(),
+                topics.saga_payment_completed.clone(),
+                topics.saga_payment_failed.clone(),
             ],
             partitions: config.kafka.topic_partitions,
             replication: config.kafka.topic_replication,
@@ -308,6 +343,7 @@ impl Application {
                 expiry,
                 prune,
                 prune_inbox,
+                saga_answers,
             },
         })
     }
@@ -401,7 +437,19 @@ impl Workers {
             expiry,
             prune,
             prune_inbox,
+            saga_answers,
         } = self;
+        let answers = Arc::new(saga_answers.job);
+        spawn_periodic(
+            &mut set,
+            stop,
+            "saga-answers",
+            saga_answers.interval,
+            move || {
+                let job = Arc::clone(&answers);
+                async move { job.saga.answer_settled(job.batch).await }
+            },
+        );
         let prune_job = Arc::new(prune.job);
         spawn_periodic(
             &mut set,
@@ -514,6 +562,37 @@ fn spawn_periodic<F, Fut>(
     });
 }
 
+/// Where the commerce integration events go (`topics.*`).
+pub(crate) fn announced_topics(config: &Config) -> Topics {
+    let topics = &config.topics;
+    Topics {
+        payment_created: topics.payment_created.clone(),
+        payment_completed: topics.payment_completed.clone(),
+        payment_failed: topics.payment_failed.clone(),
+        payment_canceled: topics.payment_canceled.clone(),
+        payment_cancel_failed: topics.payment_cancel_failed.clone(),
+    }
+}
+
+/// The reconciler's settings from `reconciler.*`.
+pub(crate) fn reconciler_settings(config: &Config) -> ReconcilerSettings {
+    let reconciling = &config.reconciler;
+    ReconcilerSettings {
+        min_age: Duration::from_millis(reconciling.min_age_ms),
+        confirm_window: Duration::from_secs(reconciling.confirm_window_secs),
+        first_backoff: Duration::from_millis(reconciling.first_backoff_ms),
+        max_backoff: Duration::from_millis(reconciling.max_backoff_ms),
+        batch: reconciling.batch,
+        concurrency: reconciling.concurrency,
+        cancels: CancelSettings {
+            idempotency_window: Duration::from_secs(reconciling.cancel_idempotency_window_secs),
+            safety_margin: Duration::from_secs(reconciling.cancel_safety_margin_secs),
+            resend_for: Duration::from_secs(reconciling.cancel_resend_for_secs),
+            settle_within: Duration::from_secs(reconciling.cancel_settle_within_secs),
+        },
+    }
+}
+
 /// What `/api/v1/**` requires of callers; no key and not disabled is refused.
 fn authenticator(auth: &config::AuthConfig) -> anyhow::Result<Authenticator> {
     if auth.disabled {
@@ -536,7 +615,7 @@ fn authenticator(auth: &config::AuthConfig) -> anyhow::Result<Authenticator> {
 }
 
 /// The payment gateway the configuration asks for.
-fn gateway(config: &Config) -> anyhow::Result<ConfiguredGateway> {
+pub(crate) fn gateway(config: &Config) -> anyhow::Result<ConfiguredGateway> {
     Ok(match config.gateway {
         GatewayKind::Toss => {
             let secret_key = config
@@ -550,6 +629,9 @@ fn gateway(config: &Config) -> anyhow::Result<ConfiguredGateway> {
                 connect_timeout: Duration::from_millis(config.toss.connect_timeout_ms),
                 read_timeout: Duration::from_millis(config.toss.read_timeout_ms),
             })?)
+        }
+        GatewayKind::Processor => {
+            ConfiguredGateway::Processor(FakeProcessor::new(config.processor.clone())?)
         }
         GatewayKind::Fake => ConfiguredGateway::Fake(FakeGateway::new(
             match config.fake.mode {

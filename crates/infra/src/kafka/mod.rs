@@ -9,6 +9,7 @@ mod order_placed;
 mod probe;
 mod refund_requested;
 mod router;
+mod saga_request;
 
 use std::time::Duration;
 
@@ -25,7 +26,8 @@ pub use consumer::{
 pub use order_placed::OrderPlacedHandler;
 pub use probe::BrokerProbe;
 pub use refund_requested::RefundRequestedHandler;
-pub use router::TopicRouter;
+pub use router::{AndTopic, TopicRouter};
+pub use saga_request::SagaRequestHandler;
 
 /// Where the brokers are and how every client of this service talks to them.
 #[derive(Debug, Clone)]

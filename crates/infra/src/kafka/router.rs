@@ -40,3 +40,30 @@ impl<A: MessageHandler, B: MessageHandler> MessageHandler for TopicRouter<A, B> 
         }
     }
 }
+
+/// A router with one more topic: `topic`'s messages go to `handler`, the
+/// others to `rest`.
+#[derive(Debug)]
+pub struct AndTopic<R, C> {
+    pub rest: R,
+    pub topic: String,
+    pub handler: C,
+}
+
+impl<R: MessageHandler, C: MessageHandler> MessageHandler for AndTopic<R, C> {
+    async fn handle(&self, message: &Incoming) -> Result<&'static str, HandlingError> {
+        if message.topic == self.topic {
+            self.handler.handle(message).await
+        } else {
+            self.rest.handle(message).await
+        }
+    }
+
+    async fn handle_batch(&self, messages: &[Incoming]) -> Vec<&'static str> {
+        match messages.first() {
+            Some(first) if first.topic == self.topic => self.handler.handle_batch(messages).await,
+            Some(_) => self.rest.handle_batch(messages).await,
+            None => Vec::new(),
+        }
+    }
+}

@@ -4,7 +4,9 @@
 mod errors;
 mod idempotency;
 mod outbox_prune;
+mod projection;
 mod repository;
+mod saga;
 
 use std::time::Duration;
 
@@ -16,7 +18,9 @@ use sqlx::MySqlPool;
 
 pub use idempotency::MariaDbIdempotencyKeys;
 pub use outbox_prune::OutboxPruner;
+pub use projection::{Folded, ProjectionRebuild};
 pub use repository::MariaDbPaymentRepository;
+pub use saga::MariaDbBookings;
 
 /// The schema, embedded in the binary; applied at start-up and by `migrate`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

@@ -685,14 +685,14 @@ fn event_data(event: &PaymentEvent) -> Result<String, StoreError> {
     Ok(data.to_string())
 }
 
-fn decode_event(event_type: &str, data: &str) -> anyhow::Result<PaymentEvent> {
+pub(super) fn decode_event(event_type: &str, data: &str) -> anyhow::Result<PaymentEvent> {
     let data: serde_json::Value =
         serde_json::from_str(data).with_context(|| format!("{event_type} data is not JSON"))?;
     serde_json::from_value(serde_json::json!({ "event_type": event_type, "data": data }))
         .with_context(|| format!("decode {event_type}"))
 }
 
-async fn insert_projection(
+pub(super) async fn insert_projection(
     tx: &mut Transaction<'_, MySql>,
     payment: &Payment,
     at: DateTime<Utc>,
