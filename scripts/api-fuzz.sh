@@ -11,9 +11,13 @@
 #
 # Without API_FUZZ_URL it brings the local stack up, starts the service
 # (debug build, fake gateway, a scratch database `payment_fuzz` and topics
-# of its own, a random HS256 secret) on a free port, seeds three orders
-# through the order topic as the README does (sample-orders), and stops it
-# afterwards. Extra arguments go to `schemathesis run`.
+# of its own, a random HS256 secret) on a free port and runs two passes:
+# first with no data (scripts/api-fuzz.toml: every operation held to the
+# default rules), then with three orders seeded through the order topic as
+# the README does (sample-orders) and their ids offered to the fuzzer
+# (scripts/api-fuzz-seeded.toml); it stops the service afterwards. With
+# API_FUZZ_URL, one pass against that service. Extra arguments go to
+# `schemathesis run`.
 # Env: API_FUZZ_SEED (default 1), API_FUZZ_MAX_EXAMPLES (default 30).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,6 +33,22 @@ if [[ ! -x "$VENV/bin/schemathesis" ]]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+
+# One schemathesis pass with settings file $1 (extra arguments: the caller's).
+fuzz() {
+    local config=$1
+    shift
+    "$VENV/bin/schemathesis" --config-file "$config" run "$API_FUZZ_URL/openapi.json" \
+        --url "$API_FUZZ_URL" \
+        --checks all \
+        --seed "$SEED" \
+        --max-examples "$MAX_EXAMPLES" \
+        --header "Authorization: Bearer $API_FUZZ_TOKEN" \
+        --generation-database none \
+        --workers 1 \
+        --no-color \
+        "$@"
+}
 
 service_pid=""
 stop_service() {
@@ -68,18 +88,30 @@ if [[ -z "${API_FUZZ_URL:-}" ]]; then
         sleep 0.2
     done
     API_FUZZ_TOKEN="$("$bin" dev-token --sub api-fuzz --scope payments:admin --ttl-secs 3600)"
-    # Orders to find: the fuzzer's examples name these ids.
-    target/debug/sample-orders --count 3 --amount 15000 >&2
+    echo "api-fuzz: pass 1 of 2, no data: every operation held to the default rules" >&2
+    fuzz scripts/api-fuzz.toml "$@"
+    # Seed data the way the README does (orders placed on the order topic);
+    # scripts/api-fuzz.toml lets the reads and the cancel draw these ids
+    # half of the time, so they reach a payment, not only 404s.
+    mkdir -p .stack/api-fuzz
+    # (schemathesis dictionary files: one quoted string a line)
+    target/debug/sample-orders --count 3 --amount 15000 | cut -f1 > .stack/api-fuzz/orders
+    : > .stack/api-fuzz/payments.txt
+    while read -r order; do
+        for _ in $(seq 300); do
+            payment="$(curl -fsS -H "Authorization: Bearer $API_FUZZ_TOKEN" \
+                "$API_FUZZ_URL/api/v1/payments?orderId=$order" | python3 -c 'import json,sys; print(next((p["paymentId"] for p in json.load(sys.stdin)), ""))')"
+            [[ -n "$payment" ]] && break
+            sleep 0.2
+        done
+        [[ -n "$payment" ]] || { echo "api-fuzz: no payment for seeded order $order" >&2; exit 1; }
+        echo "\"$payment\"" >> .stack/api-fuzz/payments.txt
+    done < .stack/api-fuzz/orders
+    sed 's/.*/"&"/' .stack/api-fuzz/orders > .stack/api-fuzz/orders.txt
+    echo "api-fuzz: pass 2 of 2, seeded orders and payments" >&2
+    fuzz scripts/api-fuzz-seeded.toml "$@"
+    exit 0
 fi
-: "${API_FUZZ_TOKEN:?API_FUZZ_TOKEN: a payments:admin bearer token for API_FUZZ_URL}"
 
-"$VENV/bin/schemathesis" --config-file scripts/api-fuzz.toml run "$API_FUZZ_URL/openapi.json" \
-    --url "$API_FUZZ_URL" \
-    --checks all \
-    --seed "$SEED" \
-    --max-examples "$MAX_EXAMPLES" \
-    --header "Authorization: Bearer $API_FUZZ_TOKEN" \
-    --generation-database none \
-    --workers 2 \
-    --no-color \
-    "$@"
+: "${API_FUZZ_TOKEN:?API_FUZZ_TOKEN: a payments:admin bearer token for API_FUZZ_URL}"
+fuzz scripts/api-fuzz.toml "$@"
