@@ -515,6 +515,91 @@ mod tests {
         ));
     }
 
+    /// A fresh P-256 key pair: its PKCS#8 (to sign) and its uncompressed
+    /// public point (to verify).
+    fn p256() -> (Vec<u8>, Vec<u8>) {
+        use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        (pkcs8.as_ref().to_vec(), pair.public_key().as_ref().to_vec())
+    }
+
+    fn es256(pkcs8: &[u8], kid: Option<&str>, sub: &str) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = kid.map(Into::into);
+        jsonwebtoken::encode(
+            &header,
+            &claims(sub, None),
+            &EncodingKey::from_ec_der(pkcs8),
+        )
+        .unwrap()
+    }
+
+    fn keys_file(name: &str, text: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn with_keys(path: &Path) -> Authenticator {
+        Authenticator::new(AuthSettings {
+            public_keys_file: Some(path),
+            ..AuthSettings::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn es256_tokens_verify_with_a_pem_public_key_and_nothing_else_does() {
+        let (private, point) = p256();
+        // SubjectPublicKeyInfo of an uncompressed P-256 point.
+        let mut spki = vec![
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+            0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        ];
+        spki.extend_from_slice(&point);
+        let pem_text = pem::encode(&pem::Pem::new("PUBLIC KEY", spki));
+        let path = keys_file("auth-es256.pem", &pem_text);
+        let auth = with_keys(&path);
+        let caller = auth.verify(&es256(&private, None, "u-es")).unwrap();
+        assert_eq!(caller.owner().map(UserId::as_str), Some("u-es"));
+        // Another key pair's token, and an HS256 token "signed" with the
+        // public key's text (algorithm confusion), are refused.
+        let (other, _) = p256();
+        assert!(auth.verify(&es256(&other, None, "u-es")).is_err());
+        let confused = hs256_token(pem_text.as_bytes(), &claims("u-es", Some(ADMIN_SCOPE)));
+        assert!(auth.verify(&confused.unwrap()).is_err());
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_jwks_file_is_read_and_the_kid_picks_the_key() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (first, first_point) = p256();
+        let (second, second_point) = p256();
+        let jwk = |kid: &str, point: &[u8]| {
+            serde_json::json!({
+                "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+                "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..65]),
+            })
+        };
+        let set = serde_json::json!({ "keys": [
+            jwk("k1", &first_point),
+            jwk("k2", &second_point),
+            { "kty": "RSA", "use": "enc", "kid": "e1", "n": "AQAB", "e": "AQAB" },
+        ]});
+        let path = keys_file("auth-keys.jwks", &set.to_string());
+        let auth = with_keys(&path);
+        assert!(auth.verify(&es256(&first, Some("k1"), "u1")).is_ok());
+        assert!(auth.verify(&es256(&second, Some("k2"), "u2")).is_ok());
+        assert!(auth.verify(&es256(&second, None, "u2")).is_ok());
+        assert!(auth.verify(&es256(&first, Some("k2"), "u1")).is_err());
+        std::fs::remove_file(path).unwrap();
+    }
+
     #[test]
     fn bearer_scheme_is_read_case_insensitively() {
         assert_eq!(bearer_token("Bearer abc"), Some("abc"));
