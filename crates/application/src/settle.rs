@@ -10,6 +10,7 @@ use payment_domain::{
 };
 
 use crate::cancel::carry_out_waiting_cancels;
+use crate::cancel::release_unapproved;
 use crate::error::{Classify, Contended};
 use crate::gateway::{GatewayPayment, GatewayStatus, PaymentGateway};
 use crate::integration::{self, Causation, Topics};
@@ -184,6 +185,8 @@ pub async fn settle_approval<R: PaymentRepository>(
             if let Some(transaction) = pending {
                 change = change.record(transaction);
             }
+            // Refunds that waited for this approval, released by an abort.
+            let change = release_unapproved(change, loaded, topics, causation, now);
             Ok(Decision::Record(change, ()))
         },
     )
