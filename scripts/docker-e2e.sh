@@ -47,6 +47,9 @@ die() {
 ms() { date +%s%3N; }
 compose() { "$ROOT/scripts/docker.sh" compose "$@"; }
 
+# The service verifies /api/v1 bearer tokens: a secret for this run only.
+export PAYMENT_AUTH_HS256_SECRET="${PAYMENT_AUTH_HS256_SECRET:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
+
 if [[ ${DOCKER_E2E_DOWN:-} == 1 ]]; then
     trap '"$ROOT/scripts/docker.sh" down || true' EXIT
 fi
@@ -59,6 +62,10 @@ t_up=$(($(ms) - t0))
 relay="$(compose exec -T payment-service printenv PAYMENT__OUTBOX__RELAY)"
 [[ $relay == "$MODE" ]] || die "the service runs relay '$relay', expected '$MODE'"
 
+TOKEN="$(compose exec -T payment-service payment-service dev-token --sub docker-e2e --scope payments:admin)" ||
+    die "dev-token failed"
+AUTH="Authorization: Bearer $TOKEN"
+
 # 1. The order service places an order.
 t1=$(ms)
 line="$(compose exec -T payment-service sample-orders --brokers kafka:9092 --count 1 --amount "$AMOUNT")" ||
@@ -70,7 +77,7 @@ log "placed $ORDER ($AMOUNT KRW)"
 # 2. The payment appears, READY.
 status="" body=""
 for ((i = 0; i < WAIT_S * 5; i++)); do
-    body="$(curl -fsS "$BASE/api/v1/payments?orderId=$ORDER" 2>/dev/null || true)"
+    body="$(curl -fsS -H "$AUTH" "$BASE/api/v1/payments?orderId=$ORDER" 2>/dev/null || true)"
     status="$(python3 -c 'import json,sys; v=json.load(sys.stdin); print(v[0]["status"] if v else "")' <<<"${body:-[]}" 2>/dev/null || true)"
     [[ $status == READY ]] && break
     sleep 0.2
@@ -81,7 +88,7 @@ log "READY after $t_ready ms"
 
 # 3. The widget's confirm, against the fake Toss.
 t2=$(ms)
-confirm="$(curl -fsS "$BASE/api/v1/payments/confirm" -H 'content-type: application/json' \
+confirm="$(curl -fsS "$BASE/api/v1/payments/confirm" -H "$AUTH" -H 'content-type: application/json' \
     -d "{\"paymentKey\":\"tgen_e2e_${ORDER#order-}\",\"orderId\":\"$ORDER\",\"amount\":$AMOUNT}")" ||
     die "confirm failed: $confirm"
 status="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])' <<<"$confirm")"
