@@ -336,10 +336,14 @@ impl<R: PaymentRepository, B: Bookings, G: PaymentGateway> SagaPayments<R, B, G>
         if !fresh {
             match self.processor.lookup_by_order(payment.order_id()).await? {
                 Some(at_processor) if &at_processor.payment_key == key => {
+                    tracing::info!(payment_id = %payment.id(), "resuming: the processor has the payment");
                     resolution = Resolution::of(&at_processor);
                 }
                 Some(_) => {}
-                None => call = true,
+                None => {
+                    tracing::info!(payment_id = %payment.id(), "resuming: the processor has nothing; calling it");
+                    call = true;
+                }
             }
         }
         if call {

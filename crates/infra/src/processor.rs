@@ -280,6 +280,7 @@ impl PaymentGateway for FakeProcessor {
                 replay,
                 at: Utc::now(),
             };
+            tracing::debug!(order_id = %request.order_id, replay, "fake processor called");
             Self::record(&mut state, &call);
             (payment, replay)
         };
