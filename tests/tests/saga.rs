@@ -311,3 +311,33 @@ async fn an_unknown_outcome_is_settled_by_the_reconciler_and_answered_once(
     app.stop().await.unwrap();
     std::fs::remove_file(ledger).ok();
 }
+
+/// The saga's throughput through the fake processor (approve, no delay):
+/// 2,000 requests published at once, timed until every booking is
+/// answered. A measurement, not a check: `cargo test -p payment-e2e --test
+/// saga -- --ignored --nocapture`.
+#[sqlx::test(migrations = false)]
+#[ignore = "a measurement; run on demand"]
+async fn measure_requests_per_second(pool_options: MySqlPoolOptions, db: MySqlConnectOptions) {
+    const BOOKINGS: usize = 2_000;
+    let topics = SagaTopics::create().await;
+    let app = spawn_app(&db, topics.config(json!({ "mode": "approve" }))).await;
+    let pool = pool_options.connect_with(db).await.unwrap();
+    let messages: Vec<(String, Vec<u8>)> = (0..BOOKINGS)
+        .map(|i| {
+            let booking = format!("booking-{i:05}");
+            let payload = request_payment(&format!("req-{i}"), "saga-load", &booking, 9_000, None);
+            (booking, payload)
+        })
+        .collect();
+    kafka::publish_all(&kafka::producer(), &topics.request, &messages).await;
+    let started = Instant::now();
+    wait_answered(&pool, BOOKINGS as i64, Duration::from_secs(600)).await;
+    let elapsed = started.elapsed();
+    println!(
+        "{BOOKINGS} saga requests answered in {:.1} s: {:.0} requests/s",
+        elapsed.as_secs_f64(),
+        BOOKINGS as f64 / elapsed.as_secs_f64()
+    );
+    app.stop().await.unwrap();
+}
