@@ -102,7 +102,7 @@ fn message(topic: &str, aggregate: &str, n: usize, traceparent: bool) -> OutboxM
         id,
         topic: topic.to_owned(),
         key: aggregate.to_owned(),
-        event_type: if n % 2 == 0 {
+        event_type: if n.is_multiple_of(2) {
             "PaymentCreatedEvent".into()
         } else {
             "PaymentCompletedEvent".into()

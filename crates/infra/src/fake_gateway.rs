@@ -52,7 +52,7 @@ impl FakeGateway {
             || match self.mode {
                 FakeMode::Approve => false,
                 FakeMode::Decline => true,
-                FakeMode::Random => uuid::Uuid::now_v7().as_bytes()[15] % 2 == 0,
+                FakeMode::Random => uuid::Uuid::now_v7().as_bytes()[15].is_multiple_of(2),
             }
     }
 
