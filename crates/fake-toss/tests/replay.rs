@@ -5,7 +5,7 @@
 use fake_toss::{basic_auth, FakeConfig, FakeToss, Scenario};
 use serde_json::{json, Value};
 
-const SECRET: &str = "test_sk_replay_tests";
+const SECRET: &str = "fake-toss-replay-secret";
 
 struct Answer {
     status: u16,
