@@ -1,4 +1,4 @@
-//! Debezium relay mode prunes old outbox rows (DESIGN.md §4); embedded mode
+//! Debezium relay mode prunes old outbox rows (docs/operations.md); embedded mode
 //! never does (its relay deletes a row once the broker acked it). Against
 //! the real MariaDB and broker.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -2,7 +2,7 @@
 //! 1.0 (structured mode) waiting in the outbox.
 //!
 //! The domain's events are our private audit trail; these are the public
-//! contract (DESIGN.md §3). Field names are camelCase as the other services
+//! contract (docs/architecture.md, "Event contracts"). Field names are camelCase as the other services
 //! read them; amounts are JSON numbers at the currency's scale.
 
 use std::str::FromStr as _;

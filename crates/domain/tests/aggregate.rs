@@ -633,7 +633,7 @@ not_found! {
 }
 
 /// Guards the tables above: the legal (status, command) pairs are exactly the
-/// ones DESIGN.md §1 draws, so a new arm in `decide` cannot slip in untested.
+/// ones docs/architecture.md ("The state machine") draws, so a new arm in `decide` cannot slip in untested.
 #[test]
 fn the_transition_table_is_exactly_the_documented_one() {
     use PaymentStatus::{Done, InProgress, PartialCanceled, Ready};

@@ -1,5 +1,5 @@
 //! Debezium relay mode: the service only writes outbox rows and prunes the
-//! old ones (DESIGN.md §4).
+//! old ones (docs/operations.md, "Processes and relays").
 //!
 //! Debezium reads the binlog, not the table: a row's INSERT is captured from
 //! the binlog whenever the connector gets there, whether or not the row is
