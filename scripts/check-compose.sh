@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Lint docker-compose.yml (and docker/*.yml, its local-image override) without
 # a Docker engine: the Compose Specification's JSON schema (the copy vendored
-# in check-jsonschema) catches misspelt or misplaced keys; where the Compose
-# v2 plugin is installed (it needs no daemon), `docker compose config -q`
-# runs too, for the default and the debezium profile.
+# in check-jsonschema) catches misspelt or misplaced keys; where a docker CLI
+# is on PATH, the Compose v2 plugin is installed when missing
+# (`scripts/docker.sh plugin`: it needs no daemon) and `docker compose
+# config -q` runs too, for the default and the debezium profile.
 #
 # Usage: scripts/check-compose.sh
 #
@@ -38,7 +39,8 @@ fi
 shopt -s nullglob
 "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$COMPOSE" "$ROOT"/docker/*.yml
 
-if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+if command -v docker >/dev/null 2>&1; then
+    docker compose version >/dev/null 2>&1 || "$ROOT/scripts/docker.sh" plugin
     # config FILE...: resolves the files for the default and debezium profiles.
     config() {
         local -a args=(compose --project-directory "$ROOT")
@@ -50,5 +52,5 @@ if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; 
     for override in "$ROOT"/docker/*.yml; do config "$COMPOSE" "$override"; done
     echo "check-compose: docker compose config -q: ok (default and debezium profiles, alone and with each docker/*.yml)"
 else
-    echo "check-compose: docker compose config: skipped (no Compose v2 plugin here)"
+    echo "check-compose: docker compose config: skipped (no docker CLI here)"
 fi

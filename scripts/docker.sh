@@ -8,6 +8,7 @@
 #
 #   engine   install Debian's docker.io and Compose v2 when missing, start
 #            dockerd in the background when it is not running. Idempotent.
+#   plugin   only the Compose v2 CLI plugin (needs no daemon): for linting.
 #   images   engine + the base image local/debian:bookworm-min (debootstrap,
 #            built once) + the stack's images (docker build's cache: only
 #            what changed is rebuilt). The service images COPY the release
@@ -376,6 +377,7 @@ cmd="${1:-}"
 mkdir -p "$STATE"
 case $cmd in
 engine) engine ;;
+plugin) install_compose ;;
 images)
     engine
     build_images
