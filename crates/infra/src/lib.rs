@@ -9,5 +9,4 @@ pub mod gateway;
 pub mod kafka;
 pub mod mariadb;
 pub mod outbox;
-pub mod processor;
 pub mod toss;

@@ -18,7 +18,7 @@ use payment_application::{
     HealthProbe, IdempotencyKeys as _, Reconciler, ReconcilerSettings, RecordFailedAttempt,
     SagaPayments, SagaTopics, StoreError, Topics,
 };
-use payment_infra::fake_gateway::{FakeGateway, FakeMode};
+use payment_infra::fake_gateway::FakeGateway;
 use payment_infra::gateway::ConfiguredGateway;
 use payment_infra::kafka::{
     self, dlq_topic, AndTopic, BrokerProbe, ConsumerHealth, KafkaSettings, OrderPlacedHandler,
@@ -29,7 +29,6 @@ use payment_infra::mariadb::{
     OutboxPruner,
 };
 use payment_infra::outbox::{OutboxRelay, RelaySettings};
-use payment_infra::processor::FakeProcessor;
 use payment_infra::toss::{TossGateway, TossSettings};
 use secrecy::ExposeSecret as _;
 use sqlx::MySqlPool;
@@ -630,17 +629,7 @@ pub(crate) fn gateway(config: &Config) -> anyhow::Result<ConfiguredGateway> {
                 read_timeout: Duration::from_millis(config.toss.read_timeout_ms),
             })?)
         }
-        GatewayKind::Processor => {
-            ConfiguredGateway::Processor(FakeProcessor::new(config.processor.clone())?)
-        }
-        GatewayKind::Fake => ConfiguredGateway::Fake(FakeGateway::new(
-            match config.fake.mode {
-                config::FakeMode::Approve => FakeMode::Approve,
-                config::FakeMode::Decline => FakeMode::Decline,
-                config::FakeMode::Random => FakeMode::Random,
-            },
-            Duration::from_millis(config.fake.delay_ms),
-        )),
+        GatewayKind::Fake => ConfiguredGateway::Fake(FakeGateway::new(config.fake.clone())?),
     })
 }
 
