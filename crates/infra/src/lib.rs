@@ -9,4 +9,5 @@ pub mod gateway;
 pub mod kafka;
 pub mod mariadb;
 pub mod outbox;
+pub mod outbox_replay;
 pub mod toss;

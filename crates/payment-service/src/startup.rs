@@ -154,13 +154,7 @@ impl Application {
         let pool = database_pool(config)?;
         mariadb::migrate(&pool).await?;
 
-        let kafka = KafkaSettings {
-            brokers: config.kafka.brokers.clone(),
-            client_id: config.kafka.client_id.clone(),
-            group_id: config.kafka.group_id.clone(),
-            session_timeout: Duration::from_millis(config.kafka.session_timeout_ms),
-            debug: config.kafka.debug.clone(),
-        };
+        let kafka = kafka_settings(config);
         let outbox_committed = Arc::new(Notify::new());
         let repository =
             MariaDbPaymentRepository::new(pool.clone()).notifying(Arc::clone(&outbox_committed));
@@ -611,6 +605,17 @@ fn authenticator(auth: &config::AuthConfig) -> anyhow::Result<Authenticator> {
         issuer: auth.issuer.clone(),
         audience: auth.audience.clone(),
     })?)
+}
+
+/// The broker settings the configuration asks for.
+pub(crate) fn kafka_settings(config: &Config) -> KafkaSettings {
+    KafkaSettings {
+        brokers: config.kafka.brokers.clone(),
+        client_id: config.kafka.client_id.clone(),
+        group_id: config.kafka.group_id.clone(),
+        session_timeout: Duration::from_millis(config.kafka.session_timeout_ms),
+        debug: config.kafka.debug.clone(),
+    }
 }
 
 /// The payment gateway the configuration asks for.

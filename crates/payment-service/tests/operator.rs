@@ -1,31 +1,45 @@
-//! The operator commands of the binary against a real MariaDB:
-//! `rebuild-projection` folds 50,000 events back into exactly the live
-//! projection, `--verify` finds a row changed by hand, `history` and
-//! `outbox stats` read what is there.
+//! The operator commands of the binary against a real MariaDB (and the
+//! broker, for `outbox replay`): `rebuild-projection` folds 50,000 events
+//! back into exactly the live projection, `--verify` finds a row changed by
+//! hand, `history` and `outbox stats` read what is there, `outbox replay`
+//! republishes relayed messages byte for byte.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::HashMap;
 use std::process::{Command, Output};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use payment_application::{Append, Commit, PaymentRepository as _};
+use chrono::{DateTime, SecondsFormat, Utc};
+use payment_application::integration::{payment_completed, payment_created};
+use payment_application::{Append, Causation, Commit, PaymentRepository as _, Topics};
 use payment_domain::{
     execute, Currency, Money, OrderId, Payment, PaymentCommand, PaymentEvent, PaymentId,
     PaymentKey, TransactionId, UserId,
 };
+use payment_infra::kafka::KafkaSettings;
 use payment_infra::mariadb::{self, MariaDbPaymentRepository};
+use payment_infra::outbox::{OutboxRelay, RelaySettings};
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::Headers as _;
+use rdkafka::Message as _;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{ConnectOptions as _, MySqlPool};
 
 const BIN: &str = env!("CARGO_BIN_EXE_payment-service");
 
+/// Commands that need no broker get an address where none listens.
 fn command(db: &MySqlConnectOptions, args: &[&str]) -> Output {
+    command_with(db, "127.0.0.1:1", args)
+}
+
+fn command_with(db: &MySqlConnectOptions, brokers: &str, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PAYMENT__DATABASE__URL", db.to_url_lossy().to_string())
-        .env("PAYMENT__KAFKA__BROKERS", "127.0.0.1:1")
+        .env("PAYMENT__KAFKA__BROKERS", brokers)
         .env("PAYMENT__GATEWAY", "fake")
         .env("PAYMENT__AUTH__DISABLED", "true")
         .env("PAYMENT__LOG__FORMAT", "pretty")
@@ -243,4 +257,281 @@ async fn the_projection_rebuilt_from_50_000_events_equals_the_live_one_and_verif
     let stats = command(&db, &["outbox", "stats"]);
     assert!(stats.status.success());
     assert!(stdout(&stats).contains("the outbox is empty"));
+}
+
+fn kafka() -> KafkaSettings {
+    KafkaSettings {
+        brokers: std::env::var("PAYMENT__KAFKA__BROKERS")
+            .unwrap_or_else(|_| "127.0.0.1:19092".into()),
+        client_id: "operator-test".into(),
+        group_id: "operator-test".into(),
+        session_timeout: Duration::from_secs(3),
+        debug: None,
+    }
+}
+
+/// A Kafka record as a consumer sees it, but for its offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    timestamp: Option<i64>,
+}
+
+impl Record {
+    fn id(&self) -> String {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == "id")
+            .and_then(|(_, value)| value.clone())
+            .map(|value| String::from_utf8(value).unwrap())
+            .unwrap()
+    }
+}
+
+/// Every record of `topic` from the start, read until `expected` came and
+/// two seconds more passed (or 30 seconds).
+async fn records(topic: &str, expected: usize) -> Vec<Record> {
+    let consumer: StreamConsumer = kafka()
+        .client_config()
+        .set(
+            "group.id",
+            format!("reader-{}", uuid::Uuid::now_v7().simple()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "3000")
+        .set("heartbeat.interval.ms", "500")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut enough_at: Option<Instant> = None;
+    while Instant::now() < deadline
+        && enough_at.is_none_or(|at| at.elapsed() < Duration::from_secs(2))
+    {
+        if let Ok(Ok(message)) =
+            tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
+        {
+            let headers = message.headers().map_or_else(Vec::new, |headers| {
+                headers
+                    .iter()
+                    .map(|header| (header.key.to_owned(), header.value.map(<[u8]>::to_vec)))
+                    .collect()
+            });
+            received.push(Record {
+                key: message.key().unwrap_or_default().to_vec(),
+                value: message.payload().unwrap_or_default().to_vec(),
+                headers,
+                timestamp: message.timestamp().to_millis(),
+            });
+        }
+        if received.len() >= expected && enough_at.is_none() {
+            enough_at = Some(Instant::now());
+        }
+    }
+    received
+}
+
+/// A new payment announced on `topics.payment_created` at `at`, and, when
+/// `approve`, approved and announced on `payment_completed` in a second
+/// commit with a trace context.
+async fn announced_payment(
+    repository: &MariaDbPaymentRepository,
+    topics: &Topics,
+    i: usize,
+    at: DateTime<Utc>,
+    approve: bool,
+) -> PaymentId {
+    let payment_id = PaymentId::new();
+    let (created, events) = decide(
+        None,
+        &[PaymentCommand::Create {
+            payment_id,
+            order_id: OrderId::parse(format!("replay-{i}")).unwrap(),
+            user_id: UserId::parse("user-replay").unwrap(),
+            amount: won(5_000 + i as u64),
+            created_at: at,
+        }],
+    );
+    let causation = Causation {
+        causation_id: Some(format!("order-placed-{i}")),
+        ..Causation::default()
+    };
+    repository
+        .commit(Commit {
+            append: Some(Append {
+                expected_version: 0,
+                events,
+                state: created.clone(),
+                occurred_at: at,
+            }),
+            outbox: vec![payment_created(topics, &created, &causation, at)],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    if approve {
+        let key = PaymentKey::parse(format!("tgen_replay_{i}")).unwrap();
+        let (approved, events) = decide(
+            Some(&created),
+            &[
+                PaymentCommand::StartConfirmation {
+                    payment_key: key.clone(),
+                    amount: created.amount(),
+                    transaction_id: TransactionId::new(),
+                },
+                PaymentCommand::Approve {
+                    payment_key: key,
+                    approved_amount: created.amount(),
+                    method: Some("카드".into()),
+                    approved_at: at,
+                },
+            ],
+        );
+        let traced = Causation {
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            ..causation
+        };
+        repository
+            .commit(Commit {
+                append: Some(Append {
+                    expected_version: created.version(),
+                    events,
+                    state: approved.clone(),
+                    occurred_at: at,
+                }),
+                outbox: vec![payment_completed(topics, &approved, &traced, at)],
+                ..Commit::default()
+            })
+            .await
+            .unwrap();
+    }
+    payment_id
+}
+
+#[sqlx::test(migrations = false)]
+async fn outbox_replay_republishes_relayed_messages_byte_for_byte_from_since(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let pool = pool_options.connect_with(db.clone()).await.unwrap();
+    mariadb::migrate(&pool).await.unwrap();
+    let topic = format!("it.replay.{}", uuid::Uuid::now_v7().simple());
+    kafka()
+        .ensure_topics(std::slice::from_ref(&topic), 1, 1)
+        .await
+        .unwrap();
+    let topics = Topics {
+        payment_created: topic.clone(),
+        payment_completed: topic.clone(),
+        payment_failed: topic.clone(),
+        payment_canceled: topic.clone(),
+        payment_cancel_failed: topic.clone(),
+    };
+    let repository = MariaDbPaymentRepository::new(pool.clone());
+    let now = Utc::now();
+    let since = now - chrono::Duration::seconds(10);
+    // One payment before --since, two after (one of them approved too).
+    announced_payment(
+        &repository,
+        &topics,
+        1,
+        now - chrono::Duration::seconds(20),
+        true,
+    )
+    .await;
+    announced_payment(&repository, &topics, 2, now, false).await;
+    announced_payment(&repository, &topics, 3, now, true).await;
+
+    // The embedded relay publishes them and deletes their outbox rows.
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        kafka().producer().unwrap(),
+        RelaySettings::default(),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    while relay.relay_once().await.unwrap() > 0 {}
+    let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(waiting, 0, "the outbox is empty: replay reads elsewhere");
+    let originals = records(&topic, 5).await;
+    assert_eq!(originals.len(), 5, "{originals:#?}");
+
+    let brokers = kafka().brokers;
+    let since_arg = since.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let replay = command_with(&db, &brokers, &["outbox", "replay", "--since", &since_arg]);
+    let report = stdout(&replay);
+    assert!(
+        replay.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(report.contains("republished 3 messages"), "{report}");
+
+    let after = records(&topic, 8).await;
+    assert_eq!(after.len(), 8, "three more: {after:#?}");
+    assert_eq!(&after[..5], &originals[..], "the originals are untouched");
+    let replayed = &after[5..];
+    let by_id: HashMap<String, &Record> = originals.iter().map(|r| (r.id(), r)).collect();
+    for record in replayed {
+        assert_eq!(
+            Some(&record),
+            by_id.get(&record.id()),
+            "the same key, value bytes, headers and timestamp"
+        );
+    }
+    let before_since =
+        |r: &&Record| String::from_utf8_lossy(&r.value).contains(r#""orderId":"replay-1""#);
+    let mut replayed_ids: Vec<String> = replayed.iter().map(Record::id).collect();
+    let mut expected_ids: Vec<String> = originals
+        .iter()
+        .filter(|r| !before_since(r))
+        .map(Record::id)
+        .collect();
+    replayed_ids.sort();
+    expected_ids.sort();
+    assert_eq!(
+        replayed_ids, expected_ids,
+        "those committed since --since, nothing before"
+    );
+    let traceparent = (
+        "traceparent".to_owned(),
+        Some(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_vec()),
+    );
+    assert!(
+        replayed.iter().any(|r| r.headers.contains(&traceparent)),
+        "the trace context travels again"
+    );
+
+    // One event by id (the first payment's, before any --since), and an
+    // id the log never had.
+    let first = originals.iter().find(before_since).unwrap();
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let one = command_with(
+        &db,
+        &brokers,
+        &[
+            "outbox",
+            "replay",
+            "--event-id",
+            &first.id(),
+            "--event-id",
+            &unknown,
+        ],
+    );
+    let report = stdout(&one);
+    assert!(
+        !one.status.success(),
+        "an id not in the log fails: {report}"
+    );
+    assert!(report.contains("republished 1 messages"), "{report}");
+    assert!(report.contains(&unknown), "{report}");
+    let last = records(&topic, 9).await;
+    assert_eq!(last.len(), 9);
+    assert_eq!(&last[8], first);
 }
