@@ -1,8 +1,9 @@
 //! The operator commands of the binary against a real MariaDB (and the
 //! broker, for `outbox replay`): `rebuild-projection` folds 50,000 events
 //! back into exactly the live projection, `--verify` finds a row changed by
-//! hand, `history` and `outbox stats` read what is there, `outbox replay`
-//! republishes relayed messages byte for byte.
+//! hand, `history` and `outbox stats` read what is there, `reconcile`
+//! settles one payment, `outbox replay` republishes relayed messages byte
+//! for byte.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use payment_application::integration::{payment_completed, payment_created};
 use payment_application::{Append, Causation, Commit, PaymentRepository as _, Topics};
 use payment_domain::{
     execute, Currency, Money, OrderId, Payment, PaymentCommand, PaymentEvent, PaymentId,
-    PaymentKey, TransactionId, UserId,
+    PaymentKey, PaymentTransaction, TransactionId, TransactionKind, UserId,
 };
 use payment_infra::kafka::KafkaSettings;
 use payment_infra::mariadb::{self, MariaDbPaymentRepository};
@@ -534,4 +535,210 @@ async fn outbox_replay_republishes_relayed_messages_byte_for_byte_from_since(
     let last = records(&topic, 9).await;
     assert_eq!(last.len(), 9);
     assert_eq!(&last[8], first);
+}
+
+/// A payment whose confirm was sent and never answered: IN_PROGRESS with
+/// an UNKNOWN approval, as a gateway timeout leaves it.
+async fn unknown_approval(
+    repository: &MariaDbPaymentRepository,
+    order: &str,
+    amount: u64,
+) -> PaymentId {
+    let payment_id = PaymentId::new();
+    let approval = PaymentTransaction::request(
+        payment_id,
+        TransactionKind::Approval,
+        won(amount),
+        Utc::now(),
+    );
+    let (state, events) = decide(
+        None,
+        &[
+            PaymentCommand::Create {
+                payment_id,
+                order_id: OrderId::parse(order).unwrap(),
+                user_id: UserId::parse("user-reconcile").unwrap(),
+                amount: won(amount),
+                created_at: Utc::now(),
+            },
+            PaymentCommand::StartConfirmation {
+                payment_key: PaymentKey::parse(format!("tgen_{order}")).unwrap(),
+                amount: won(amount),
+                transaction_id: approval.id(),
+            },
+        ],
+    );
+    repository
+        .commit(Commit {
+            append: Some(Append {
+                expected_version: 0,
+                events,
+                state,
+                occurred_at: Utc::now(),
+            }),
+            transactions: vec![approval],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    payment_id
+}
+
+async fn status_of(pool: &MySqlPool, payment_id: PaymentId) -> String {
+    sqlx::query_scalar("SELECT status FROM payments WHERE payment_id = ?")
+        .bind(payment_id.to_string())
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn reconcile_settles_one_payment_and_outbox_stats_shows_what_it_announced(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let pool = pool_options.connect_with(db.clone()).await.unwrap();
+    mariadb::migrate(&pool).await.unwrap();
+    let repository = MariaDbPaymentRepository::new(pool.clone());
+    // The fake gateway holds none of them: reconcile re-sends the pending
+    // approval with its own key; the fake approves, or declines an amount
+    // ending in 999.
+    let approved = unknown_approval(&repository, "reconcile-1", 7_000).await;
+    let declined = unknown_approval(&repository, "reconcile-2", 7_999).await;
+    let untouched = unknown_approval(&repository, "reconcile-3", 7_000).await;
+
+    let empty = command(&db, &["outbox", "stats"]);
+    assert!(
+        stdout(&empty).contains("the outbox is empty"),
+        "{}",
+        stdout(&empty)
+    );
+
+    for (payment, settled) in [(approved, "Settled(Done)"), (declined, "Settled(Aborted)")] {
+        let output = command(&db, &["reconcile", &payment.to_string()]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            stdout(&output).trim(),
+            format!("payment {payment}: {settled}")
+        );
+    }
+    assert_eq!(status_of(&pool, approved).await, "DONE");
+    assert_eq!(status_of(&pool, declined).await, "ABORTED");
+    assert_eq!(
+        status_of(&pool, untouched).await,
+        "IN_PROGRESS",
+        "only the one asked for"
+    );
+    let again = command(&db, &["reconcile", &approved.to_string()]);
+    assert_eq!(
+        stdout(&again).trim(),
+        format!("payment {approved}: NothingToDo")
+    );
+
+    // No relay runs: the settlements' events wait in the outbox.
+    let stats = command(&db, &["outbox", "stats"]);
+    assert!(stats.status.success());
+    let report = stdout(&stats);
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 2, "{report}");
+    assert!(
+        lines[0].starts_with("koosco.commerce.payment.completed: 1 waiting, oldest 20"),
+        "{report}"
+    );
+    assert!(
+        lines[1].starts_with("koosco.commerce.payment.failed: 1 waiting, oldest 20"),
+        "{report}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn outbox_replay_stops_between_batches_on_sigterm_and_says_how_far_it_got(
+    pool_options: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    const MESSAGES: usize = 400;
+    let pool = pool_options.connect_with(db.clone()).await.unwrap();
+    mariadb::migrate(&pool).await.unwrap();
+    let topic = format!("it.replay.{}", uuid::Uuid::now_v7().simple());
+    kafka()
+        .ensure_topics(std::slice::from_ref(&topic), 1, 1)
+        .await
+        .unwrap();
+    let topics = Topics {
+        payment_created: topic.clone(),
+        payment_completed: topic.clone(),
+        payment_failed: topic.clone(),
+        payment_canceled: topic.clone(),
+        payment_cancel_failed: topic.clone(),
+    };
+    let (payment, _) = decide(
+        None,
+        &[PaymentCommand::Create {
+            payment_id: PaymentId::new(),
+            order_id: OrderId::parse("replay-stop").unwrap(),
+            user_id: UserId::parse("user-replay").unwrap(),
+            amount: won(1_000),
+            created_at: Utc::now(),
+        }],
+    );
+    let since = Utc::now() - chrono::Duration::seconds(1);
+    let outbox = (0..MESSAGES)
+        .map(|_| payment_created(&topics, &payment, &Causation::default(), Utc::now()))
+        .collect();
+    MariaDbPaymentRepository::new(pool.clone())
+        .commit(Commit {
+            outbox,
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+
+    // One message per batch: each waits for its ack, so the run lasts
+    // seconds and the signal lands in the middle.
+    let since_arg = since.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let child = Command::new(BIN)
+        .args(["outbox", "replay", "--since", &since_arg, "--batch", "1"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PAYMENT__DATABASE__URL", db.to_url_lossy().to_string())
+        .env("PAYMENT__KAFKA__BROKERS", kafka().brokers)
+        .env("PAYMENT__GATEWAY", "fake")
+        .env("PAYMENT__LOG__FORMAT", "pretty")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let signal = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signal.success());
+    let output = child.wait_with_output().unwrap();
+    let report = stdout(&output);
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        report.contains("interrupted (Ctrl-C or SIGTERM)"),
+        "{report}"
+    );
+    let published: usize = report
+        .lines()
+        .find_map(|line| line.strip_prefix("republished "))
+        .and_then(|rest| rest.split_once(' '))
+        .map(|(count, _)| count.parse().unwrap())
+        .unwrap_or_else(|| panic!("a summary first: {report}"));
+    assert!(
+        (1..MESSAGES).contains(&published),
+        "stopped part way: {report}"
+    );
+    // Whole batches only: what it counted is what the topic got.
+    assert_eq!(records(&topic, published).await.len(), published);
 }
