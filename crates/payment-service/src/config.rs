@@ -355,7 +355,8 @@ pub struct OutboxConfig {
     pub poll_interval_ms: u64,
     /// Debezium mode: rows older than this are deleted
     /// (`PAYMENT__OUTBOX__RETENTION_SECS`). Debezium captures them from the
-    /// binlog, so this only bounds what `outbox replay` can still find.
+    /// binlog, and `outbox replay` reads `outbox_log`: this only bounds
+    /// what `outbox stats` shows.
     pub retention_secs: u64,
     /// Debezium mode: how often old rows are pruned.
     pub prune_interval_secs: u64,
