@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use payment_application::{Reconciler, ReconcilerSettings, Topics};
 use payment_e2e::backlog::unknown_approvals;
-use payment_infra::fake_gateway::{FakeGateway, FakeMode};
+use payment_infra::fake_gateway::FakeGateway;
 use payment_infra::mariadb::{self, MariaDbPaymentRepository};
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::MySqlPool;
@@ -70,7 +70,7 @@ async fn drain(pool: &MySqlPool, concurrency: usize) {
 
     let reconciler = Reconciler::new(
         repository,
-        FakeGateway::new(FakeMode::Approve, Duration::ZERO),
+        FakeGateway::default(),
         Topics {
             payment_created: "payment.created".into(),
             payment_completed: "payment.completed".into(),

@@ -37,17 +37,18 @@ impl SagaTopics {
         topics
     }
 
-    /// The service settings for these topics and the fake processor.
+    /// The service settings for these topics and the fake gateway's
+    /// settings (`[fake]`).
     #[must_use]
-    pub fn config(&self, processor: Value) -> Value {
+    pub fn config(&self, fake: Value) -> Value {
         let mut config = self.commerce.config();
         let topics = &mut config["topics"];
         topics["saga_request_payment"] = json!(self.request);
         topics["saga_payment_initiated"] = json!(self.initiated);
         topics["saga_payment_completed"] = json!(self.completed);
         topics["saga_payment_failed"] = json!(self.failed);
-        config["gateway"] = json!("processor");
-        config["processor"] = processor;
+        config["gateway"] = json!("fake");
+        config["fake"] = fake;
         config["saga"] = json!({ "answer_interval_ms": 100 });
         config
     }

@@ -1,5 +1,5 @@
 //! The booking saga end to end: `saga.request_payment` in, the fake
-//! processor called once per booking, `payment.initiated` and then
+//! gateway called once per booking, `payment.initiated` and then
 //! `payment.completed` / `payment.failed` out through the outbox — with the
 //! real service, MariaDB and the broker.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -22,7 +22,7 @@ fn ledger() -> PathBuf {
     ))
 }
 
-/// The processor's confirm calls, from its ledger.
+/// The fake gateway's confirm calls, from its ledger.
 fn calls(ledger: &PathBuf) -> Vec<Value> {
     std::fs::read_to_string(ledger)
         .unwrap_or_default()
@@ -312,7 +312,7 @@ async fn an_unknown_outcome_is_settled_by_the_reconciler_and_answered_once(
     std::fs::remove_file(ledger).ok();
 }
 
-/// The saga's throughput through the fake processor (approve, no delay):
+/// The saga's throughput through the fake gateway (approve, no delay):
 /// 2,000 requests published at once, timed until every booking is
 /// answered. A measurement, not a check: `cargo test -p payment-e2e --test
 /// saga -- --ignored --nocapture`.

@@ -53,7 +53,7 @@ pub fn booking_order_id(booking_id: &str) -> OrderId {
 
 /// The processor's key of a booking payment (there is no widget to issue
 /// one). `hint` is the request's `processoroutcome`, passed through to the
-/// processor in the only field it sees; the fake processor reads it.
+/// processor in the only field it sees; the fake gateway reads it.
 fn processor_key(payment_id: PaymentId, hint: Option<&str>) -> PaymentKey {
     let id = payment_id.as_uuid().simple();
     let key = hint.map_or_else(|| format!("saga_{id}"), |hint| format!("saga_{hint}_{id}"));

@@ -6,15 +6,13 @@ use payment_application::{
 use payment_domain::{OrderId, PaymentKey};
 
 use crate::fake_gateway::FakeGateway;
-use crate::processor::FakeProcessor;
 use crate::toss::TossGateway;
 
-/// Toss, or one of the network-free fakes.
+/// Toss, or the network-free fake.
 #[derive(Debug, Clone)]
 pub enum ConfiguredGateway {
     Toss(TossGateway),
     Fake(FakeGateway),
-    Processor(FakeProcessor),
 }
 
 impl PaymentGateway for ConfiguredGateway {
@@ -22,7 +20,6 @@ impl PaymentGateway for ConfiguredGateway {
         match self {
             Self::Toss(toss) => toss.confirm(request).await,
             Self::Fake(fake) => fake.confirm(request).await,
-            Self::Processor(processor) => processor.confirm(request).await,
         }
     }
 
@@ -30,7 +27,6 @@ impl PaymentGateway for ConfiguredGateway {
         match self {
             Self::Toss(toss) => toss.cancel(request).await,
             Self::Fake(fake) => fake.cancel(request).await,
-            Self::Processor(processor) => processor.cancel(request).await,
         }
     }
 
@@ -41,7 +37,6 @@ impl PaymentGateway for ConfiguredGateway {
         match self {
             Self::Toss(toss) => toss.lookup_by_order(order_id).await,
             Self::Fake(fake) => fake.lookup_by_order(order_id).await,
-            Self::Processor(processor) => processor.lookup_by_order(order_id).await,
         }
     }
 
@@ -52,7 +47,6 @@ impl PaymentGateway for ConfiguredGateway {
         match self {
             Self::Toss(toss) => toss.lookup(payment_key).await,
             Self::Fake(fake) => fake.lookup(payment_key).await,
-            Self::Processor(processor) => processor.lookup(payment_key).await,
         }
     }
 }

@@ -9,5 +9,5 @@ pub mod gateway;
 pub mod kafka;
 pub mod mariadb;
 pub mod outbox;
-pub mod processor;
+pub mod outbox_replay;
 pub mod toss;

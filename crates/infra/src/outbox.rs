@@ -60,17 +60,18 @@ impl std::fmt::Debug for OutboxRelay {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    seq: u64,
-    id: String,
-    aggregatetype: String,
-    aggregateid: String,
+/// An outbox row (or its copy in `outbox_log`), as it is published.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct OutboxRow {
+    pub(crate) seq: u64,
+    pub(crate) id: String,
+    pub(crate) aggregatetype: String,
+    pub(crate) aggregateid: String,
     #[sqlx(rename = "type")]
-    event_type: String,
-    payload: String,
-    traceparent: Option<String>,
-    created_at: DateTime<Utc>,
+    pub(crate) event_type: String,
+    pub(crate) payload: String,
+    pub(crate) traceparent: Option<String>,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 impl OutboxRelay {
@@ -141,7 +142,7 @@ impl OutboxRelay {
             .begin()
             .await
             .context("begin relay transaction")?;
-        let claimed: Vec<Row> = sqlx::query_as(
+        let claimed: Vec<OutboxRow> = sqlx::query_as(
             "SELECT seq, id, aggregatetype, aggregateid, type, payload, traceparent, created_at \
              FROM outbox ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED",
         )
@@ -153,7 +154,7 @@ impl OutboxRelay {
             return Ok(0);
         }
         let held_back = held_back_by_others(&mut tx, &claimed).await?;
-        let ready: Vec<&Row> = claimed
+        let ready: Vec<&OutboxRow> = claimed
             .iter()
             .filter(|row| {
                 held_back
@@ -162,7 +163,7 @@ impl OutboxRelay {
             })
             .collect();
 
-        let published = self.publish(&ready).await;
+        let published = publish_in_order(&self.producer, &ready).await;
         // One primary-key lookup per row: a multi-value `IN` may be planned
         // as a scan when the table looks empty, and a scan would lock (and
         // deadlock on) the rows another instance has claimed.
@@ -177,72 +178,75 @@ impl OutboxRelay {
         metrics::counter!("outbox_published_total").increment(published.len() as u64);
         Ok(published.len())
     }
+}
 
-    /// Sends the rows, each aggregate's one after another (the aggregates
-    /// side by side), and answers the acked seqs. Once a row is not acked,
-    /// the later rows of its aggregate are not sent this round: they wait,
-    /// in the table, behind it.
-    async fn publish(&self, rows: &[&Row]) -> Vec<u64> {
-        let mut by_aggregate: HashMap<&str, Vec<&Row>> = HashMap::new();
-        for row in rows {
-            by_aggregate.entry(&row.aggregateid).or_default().push(row);
-        }
-        let sends = by_aggregate.into_values().map(|rows| async move {
-            let mut acked = Vec::with_capacity(rows.len());
-            for (sent, row) in rows.iter().enumerate() {
-                match self.send(row).await {
-                    Ok(()) => acked.push(row.seq),
-                    Err(error) => {
-                        tracing::warn!(
-                            seq = row.seq,
-                            aggregate = row.aggregateid,
-                            held_back = rows.len() - sent - 1,
-                            %error,
-                            "outbox row not acked; it and its aggregate's later rows will be retried"
-                        );
-                        break;
-                    }
+/// Sends the rows (the relay's, or `outbox replay`'s), each aggregate's
+/// one after another (the aggregates side by side), and answers the acked
+/// seqs. Once a row is not acked, the later rows of its aggregate are not
+/// sent this round: they wait, in the table, behind it.
+pub(crate) async fn publish_in_order(producer: &FutureProducer, rows: &[&OutboxRow]) -> Vec<u64> {
+    let mut by_aggregate: HashMap<&str, Vec<&OutboxRow>> = HashMap::new();
+    for row in rows {
+        by_aggregate.entry(&row.aggregateid).or_default().push(row);
+    }
+    let sends = by_aggregate.into_values().map(|rows| async move {
+        let mut acked = Vec::with_capacity(rows.len());
+        for (sent, row) in rows.iter().enumerate() {
+            match send(producer, row).await {
+                Ok(()) => acked.push(row.seq),
+                Err(error) => {
+                    tracing::warn!(
+                        seq = row.seq,
+                        aggregate = row.aggregateid,
+                        held_back = rows.len() - sent - 1,
+                        %error,
+                        "outbox row not acked; it and its aggregate's later rows are held back"
+                    );
+                    break;
                 }
             }
-            acked
-        });
-        futures::future::join_all(sends)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
-    }
+        }
+        acked
+    });
+    futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
 
-    /// Sends one row and waits for the broker's ack.
-    async fn send(&self, row: &Row) -> Result<(), rdkafka::error::KafkaError> {
-        // As Debezium's Outbox Event Router puts them: `traceparent` is
-        // always there, with no value when the row has none.
-        let headers = OwnedHeaders::new_with_capacity(3)
-            .insert(Header {
-                key: "id",
-                value: Some(row.id.as_str()),
-            })
-            .insert(Header {
-                key: "eventType",
-                value: Some(row.event_type.as_str()),
-            })
-            .insert(Header {
-                key: "traceparent",
-                value: row.traceparent.as_deref(),
-            });
-        // Debezium truncates DATETIME(6) to milliseconds, and so do we.
-        let record = FutureRecord::to(&row.aggregatetype)
-            .key(&row.aggregateid)
-            .payload(&row.payload)
-            .headers(headers)
-            .timestamp(row.created_at.timestamp_millis());
-        // `send` waits for room in the local queue, then for the ack.
-        self.producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map(drop)
-            .map_err(|(error, _)| error)
-    }
+/// Sends one row and waits for the broker's ack.
+async fn send(
+    producer: &FutureProducer,
+    row: &OutboxRow,
+) -> Result<(), rdkafka::error::KafkaError> {
+    // As Debezium's Outbox Event Router puts them: `traceparent` is
+    // always there, with no value when the row has none.
+    let headers = OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: "id",
+            value: Some(row.id.as_str()),
+        })
+        .insert(Header {
+            key: "eventType",
+            value: Some(row.event_type.as_str()),
+        })
+        .insert(Header {
+            key: "traceparent",
+            value: row.traceparent.as_deref(),
+        });
+    // Debezium truncates DATETIME(6) to milliseconds, and so do we.
+    let record = FutureRecord::to(&row.aggregatetype)
+        .key(&row.aggregateid)
+        .payload(&row.payload)
+        .headers(headers)
+        .timestamp(row.created_at.timestamp_millis());
+    // `send` waits for room in the local queue, then for the ack.
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map(drop)
+        .map_err(|(error, _)| error)
 }
 
 /// For each claimed aggregate, the first seq of a row of that aggregate that
@@ -250,7 +254,7 @@ impl OutboxRelay {
 /// our rows from there on must wait.
 async fn held_back_by_others(
     tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
-    claimed: &[Row],
+    claimed: &[OutboxRow],
 ) -> anyhow::Result<HashMap<String, u64>> {
     let ours: HashSet<u64> = claimed.iter().map(|row| row.seq).collect();
     let newest = claimed.iter().map(|row| row.seq).max().unwrap_or(0);

@@ -1,24 +1,30 @@
 //! Operator commands of the binary: `rebuild-projection`, `history`,
-//! `reconcile`, `outbox stats`. Each connects to the configured database
-//! (and gateway) and works without a running service.
+//! `reconcile`, `outbox stats`, `outbox replay`. Each connects to the
+//! configured database (and gateway or broker) and works without a running
+//! service.
 //!
 //! Long runs show a progress bar (on a terminal) and stop cleanly on
-//! Ctrl-C: the batch in hand is finished (one transaction), nothing after
-//! it is started, and the summary says how far it got.
+//! Ctrl-C or SIGTERM: the batch in hand is finished, nothing after it is
+//! started, and the summary says how far it got.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use payment_application::{PaymentQueries as _, Reconciler};
 use payment_domain::PaymentId;
 use payment_infra::mariadb::{Folded, MariaDbPaymentRepository, ProjectionRebuild};
+use payment_infra::outbox_replay::{OutboxReplay, ReplayFilter, Replayed};
 use sqlx::MySqlPool;
+use uuid::Uuid;
 
-use crate::startup::{announced_topics, database_pool, gateway, reconciler_settings};
+use crate::startup::{
+    announced_topics, database_pool, gateway, kafka_settings, reconciler_settings, shutdown_signal,
+};
 use crate::Config;
 
 /// `rebuild-projection`'s options.
@@ -47,27 +53,48 @@ pub struct RebuildSummary {
     pub interrupted: bool,
 }
 
+/// `outbox replay`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// Republish the messages committed at or after this time (RFC 3339,
+    /// e.g. 2026-12-02T09:00:00Z).
+    #[arg(long, required_unless_present = "event_id")]
+    pub since: Option<DateTime<Utc>>,
+    /// ... and before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+    /// Only this event (its CloudEvent `id`, the `id` header); repeatable.
+    #[arg(long = "event-id", value_name = "ID")]
+    pub event_id: Vec<Uuid>,
+    /// Only the messages to this topic; repeatable.
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Vec<String>,
+    /// Messages read and published per batch.
+    #[arg(long, default_value_t = 500)]
+    pub batch: u32,
+}
+
 /// How many differing payments the summary lists one by one.
 const LISTED: usize = 20;
 
-/// Set by Ctrl-C; checked between batches.
+/// Set by Ctrl-C or SIGTERM; checked between batches.
 fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = Arc::clone(&flag);
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            set.store(true, Ordering::SeqCst);
-        }
+        shutdown_signal().await;
+        set.store(true, Ordering::SeqCst);
     });
     flag
 }
 
-fn progress(total: u64) -> ProgressBar {
+/// A progress bar counting `unit`s (drawn on a terminal only).
+fn progress(total: u64, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events ({per_sec}, eta {eta})",
-        )
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})"
+        ))
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
@@ -88,7 +115,7 @@ pub async fn rebuild_projection(config: &Config, args: &RebuildArgs) -> anyhow::
         Some(_) => 0,
         None => rebuild.event_count().await?,
     };
-    let bar = progress(total);
+    let bar = progress(total, "events");
     let mut summary = RebuildSummary::default();
     let mut listed = Vec::new();
     let mut after = None;
@@ -146,7 +173,7 @@ pub async fn rebuild_projection(config: &Config, args: &RebuildArgs) -> anyhow::
         },
         summary.unreplayable,
         if summary.interrupted {
-            " — interrupted by Ctrl-C, the rest was not examined"
+            " — interrupted (Ctrl-C or SIGTERM), the rest was not examined"
         } else {
             ""
         },
@@ -291,4 +318,130 @@ async fn waiting(
     .fetch_all(pool)
     .await
     .context("read outbox")
+}
+
+/// Republishes logged outbox messages (`outbox_log`) exactly as they were
+/// first published, in commit order, a batch at a time, with a progress
+/// bar; stops between batches on Ctrl-C or SIGTERM and prints a summary.
+///
+/// # Errors
+/// When the database or the broker fails (the summary says how far it
+/// got), or an asked-for event id is not in the log.
+pub async fn outbox_replay(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
+    let pool = database_pool(config)?;
+    let replay = OutboxReplay::new(pool.clone(), kafka_settings(config).producer()?);
+    let outcome = replaying(&replay, args).await;
+    pool.close().await;
+    let summary = outcome?;
+    summary.print();
+    if let Some(unacked) = &summary.unacked {
+        anyhow::bail!(
+            "the broker did not ack event {} (log seq {}) to {}; the replay stopped there",
+            unacked.id,
+            unacked.seq,
+            unacked.topic
+        );
+    }
+    if !summary.missing.is_empty() {
+        anyhow::bail!(
+            "{} event ids are not in the outbox log",
+            summary.missing.len()
+        );
+    }
+    Ok(())
+}
+
+/// What a replay did.
+#[derive(Debug, Default)]
+struct ReplaySummary {
+    published: u64,
+    by_topic: BTreeMap<String, u64>,
+    seconds: f64,
+    /// Asked-for ids the log does not hold.
+    missing: Vec<Uuid>,
+    /// When the log began, and how many events of the window precede it.
+    predating: Option<(DateTime<Utc>, u64)>,
+    unacked: Option<Replayed>,
+    interrupted: bool,
+}
+
+async fn replaying(replay: &OutboxReplay, args: &ReplayArgs) -> anyhow::Result<ReplaySummary> {
+    let interrupted = interrupt_flag();
+    let started = Instant::now();
+    let mut filter = ReplayFilter {
+        since: args.since,
+        until: args.until,
+        event_ids: args.event_id.clone(),
+        topics: args.topic.clone(),
+        through_seq: None,
+    };
+    // What is logged from now on is the relay's to publish, not ours.
+    filter.through_seq = Some(replay.last_seq().await?);
+    let mut summary = ReplaySummary {
+        missing: replay.missing(&args.event_id).await?,
+        predating: match args.since {
+            Some(since) => replay.predating(since, args.until).await?,
+            None => None,
+        },
+        ..ReplaySummary::default()
+    };
+    let bar = progress(replay.count(&filter).await?, "messages");
+    let mut after = replay.start(&filter).await?;
+    loop {
+        if interrupted.load(Ordering::SeqCst) {
+            summary.interrupted = true;
+            break;
+        }
+        let batch = replay
+            .replay_batch(&filter, after, args.batch.max(1))
+            .await?;
+        let Some(last) = batch.last_seq else {
+            break;
+        };
+        after = last;
+        for published in &batch.published {
+            summary.published += 1;
+            *summary.by_topic.entry(published.topic.clone()).or_default() += 1;
+        }
+        bar.inc(batch.published.len() as u64);
+        if batch.unacked.is_some() {
+            summary.unacked = batch.unacked;
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+impl ReplaySummary {
+    fn print(&self) {
+        #[allow(clippy::cast_precision_loss)] // a rate for people to read
+        let rate = self.published as f64 / self.seconds.max(f64::EPSILON);
+        println!(
+            "republished {} messages in {:.1} s ({rate:.0}/s){}",
+            self.published,
+            self.seconds,
+            if self.interrupted {
+                " — interrupted (Ctrl-C or SIGTERM) after a whole batch; the rest was not \
+                 republished (running it again republishes from the start: consumers \
+                 deduplicate on the event id)"
+            } else {
+                ""
+            }
+        );
+        for (topic, count) in &self.by_topic {
+            println!("  {topic}: {count}");
+        }
+        if let Some((logged_since, events)) = self.predating.filter(|(_, events)| *events > 0) {
+            println!(
+                "skipped: {events} payment events committed before the outbox log began ({}); \
+                 their messages cannot be republished",
+                logged_since.to_rfc3339_opts(SecondsFormat::Millis, true)
+            );
+        }
+        for id in &self.missing {
+            println!("not in the outbox log: {id}");
+        }
+    }
 }

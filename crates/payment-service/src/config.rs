@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format as _, Toml};
 use figment::Figment;
-use payment_infra::processor::ProcessorSettings;
+use payment_infra::fake_gateway::FakeSettings;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -47,13 +47,11 @@ pub struct Config {
     pub topics: Topics,
     #[serde(default)]
     pub log: LogConfig,
+    /// The network-free gateway (`gateway = fake`).
     #[serde(default)]
-    pub fake: FakeGatewayConfig,
+    pub fake: FakeSettings,
     #[serde(default)]
     pub reconciler: ReconcilerConfig,
-    /// The fake processor (`gateway = processor`).
-    #[serde(default)]
-    pub processor: ProcessorSettings,
     #[serde(default)]
     pub saga: SagaConfig,
     #[serde(default)]
@@ -103,24 +101,6 @@ impl Default for IdempotencyConfig {
             in_flight_lease_secs: 120,
         }
     }
-}
-
-/// The network-free gateway (`gateway = fake`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct FakeGatewayConfig {
-    pub mode: FakeMode,
-    /// Added to every confirm, to imitate the PG's latency.
-    pub delay_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FakeMode {
-    #[default]
-    Approve,
-    Decline,
-    Random,
 }
 
 /// The booking saga's participant.
@@ -321,11 +301,10 @@ fn default_client_id() -> String {
 pub enum GatewayKind {
     #[default]
     Toss,
-    /// No network: approves, declines or delays by rule (local runs, load tests).
+    /// No network: approve, decline, seeded random, "unknown then
+    /// resolved", forced outcomes, delays, a ledger (the booking saga, local
+    /// runs, load tests); see `fake`.
     Fake,
-    /// No network: the fake processor of the booking saga (seeded random,
-    /// forced and unknown outcomes, delays, a ledger); see `processor`.
-    Processor,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -376,7 +355,8 @@ pub struct OutboxConfig {
     pub poll_interval_ms: u64,
     /// Debezium mode: rows older than this are deleted
     /// (`PAYMENT__OUTBOX__RETENTION_SECS`). Debezium captures them from the
-    /// binlog, so this only bounds what `outbox replay` can still find.
+    /// binlog, and `outbox replay` reads `outbox_log`: this only bounds
+    /// what `outbox stats` shows.
     pub retention_secs: u64,
     /// Debezium mode: how often old rows are pruned.
     pub prune_interval_secs: u64,
@@ -516,8 +496,10 @@ impl Config {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1");
         }
-        if !(0.0..=1.0).contains(&self.processor.success_rate) {
-            return invalid("processor.success_rate must be between 0 and 1");
+        if !(0.0..=1.0).contains(&self.fake.success_rate) {
+            return invalid(
+                "fake.success_rate (PAYMENT__FAKE__SUCCESS_RATE) must be between 0 and 1",
+            );
         }
         if self.outbox.batch_size == 0 {
             return invalid("outbox.batch_size must be at least 1");
@@ -551,6 +533,8 @@ impl Config {
 #[allow(clippy::result_large_err)]
 mod tests {
     use figment::Jail;
+
+    use payment_infra::fake_gateway::FakeMode;
 
     use super::*;
 
@@ -680,6 +664,44 @@ mod tests {
             assert!(error.contains("HTTP.ADDR"), "{error}");
             jail.set_env("PAYMENT__HTTP__ADDR", "127.0.0.1:0");
             jail.set_env("PAYMENT__GATEWAY", "paypal");
+            let error = Config::load(None).expect_err("must fail").to_string();
+            assert!(error.contains("GATEWAY"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_one_fake_gateway_is_configured_under_fake() {
+        Jail::expect_with(|jail| {
+            set_required(jail);
+            jail.set_env("PAYMENT__FAKE__MODE", "unknown");
+            jail.set_env("PAYMENT__FAKE__SUCCESS_RATE", "0.7");
+            jail.set_env("PAYMENT__FAKE__SEED", "20261202");
+            jail.set_env("PAYMENT__FAKE__DELAY_MS", "5");
+            jail.set_env("PAYMENT__FAKE__REPLY_DELAY_MS", "6");
+            jail.set_env("PAYMENT__FAKE__UNKNOWN_LOOKUPS", "2");
+            jail.set_env("PAYMENT__FAKE__LEDGER", "calls.jsonl");
+            let config = Config::load(None).expect("valid config");
+            assert_eq!(config.gateway, GatewayKind::Fake);
+            let fake = &config.fake;
+            assert_eq!(fake.mode, FakeMode::Unknown);
+            assert!((fake.success_rate - 0.7).abs() < f64::EPSILON);
+            assert_eq!(fake.seed, 20_261_202);
+            assert_eq!((fake.delay_ms, fake.reply_delay_ms), (5, 6));
+            assert_eq!(fake.unknown_lookups, 2);
+            assert_eq!(fake.ledger.as_deref(), Some(Path::new("calls.jsonl")));
+            jail.set_env("PAYMENT__FAKE__SUCCESS_RATE", "1.5");
+            let error = Config::load(None).expect_err("must fail").to_string();
+            assert!(error.contains("PAYMENT__FAKE__SUCCESS_RATE"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn there_is_no_second_fake_gateway() {
+        Jail::expect_with(|jail| {
+            set_required(jail);
+            jail.set_env("PAYMENT__GATEWAY", "processor");
             let error = Config::load(None).expect_err("must fail").to_string();
             assert!(error.contains("GATEWAY"), "{error}");
             Ok(())

@@ -1,12 +1,12 @@
 //! `payment-service serve | migrate` and the operator commands
-//! (`rebuild-projection`, `history`, `reconcile`, `outbox stats`).
+//! (`rebuild-projection`, `history`, `reconcile`, `outbox stats|replay`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use payment_domain::PaymentId;
-use payment_service::commands::{self, RebuildArgs};
+use payment_service::commands::{self, RebuildArgs, ReplayArgs};
 use payment_service::{startup, telemetry, Application, Config};
 
 #[derive(Debug, Parser)]
@@ -62,6 +62,17 @@ enum Command {
 enum OutboxCommand {
     /// What waits to be published, per topic.
     Stats,
+    /// Republish integration events, byte for byte, from the outbox log.
+    ///
+    /// Every message the service commits to the outbox is also kept in the
+    /// outbox log, which outlives the relay. `replay` sends the chosen ones
+    /// again exactly as they were first published: the same topic, key,
+    /// value bytes, headers (id, eventType, traceparent) and timestamp, each
+    /// key's in commit order. This is safe: consumers deduplicate on the
+    /// event id, so a republished event is a redelivery to them. Events
+    /// committed before the outbox log existed cannot be republished; they
+    /// are counted as skipped. Ctrl-C or SIGTERM stops it between batches.
+    Replay(ReplayArgs),
 }
 
 #[tokio::main]
@@ -110,6 +121,9 @@ async fn run(command: Command, config: &Config) -> anyhow::Result<()> {
         Command::History { payment } => commands::history(config, payment).await,
         Command::Reconcile { payment } => commands::reconcile(config, payment).await,
         Command::Outbox(OutboxCommand::Stats) => commands::outbox_stats(config).await,
+        Command::Outbox(OutboxCommand::Replay(args)) => {
+            commands::outbox_replay(config, &args).await
+        }
     }
 }
 

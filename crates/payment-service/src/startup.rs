@@ -18,7 +18,7 @@ use payment_application::{
     HealthProbe, IdempotencyKeys as _, Reconciler, ReconcilerSettings, RecordFailedAttempt,
     SagaPayments, SagaTopics, StoreError, Topics,
 };
-use payment_infra::fake_gateway::{FakeGateway, FakeMode};
+use payment_infra::fake_gateway::FakeGateway;
 use payment_infra::gateway::ConfiguredGateway;
 use payment_infra::kafka::{
     self, dlq_topic, AndTopic, BrokerProbe, ConsumerHealth, KafkaSettings, OrderPlacedHandler,
@@ -29,7 +29,6 @@ use payment_infra::mariadb::{
     OutboxPruner,
 };
 use payment_infra::outbox::{OutboxRelay, RelaySettings};
-use payment_infra::processor::FakeProcessor;
 use payment_infra::toss::{TossGateway, TossSettings};
 use secrecy::ExposeSecret as _;
 use sqlx::MySqlPool;
@@ -155,13 +154,7 @@ impl Application {
         let pool = database_pool(config)?;
         mariadb::migrate(&pool).await?;
 
-        let kafka = KafkaSettings {
-            brokers: config.kafka.brokers.clone(),
-            client_id: config.kafka.client_id.clone(),
-            group_id: config.kafka.group_id.clone(),
-            session_timeout: Duration::from_millis(config.kafka.session_timeout_ms),
-            debug: config.kafka.debug.clone(),
-        };
+        let kafka = kafka_settings(config);
         let outbox_committed = Arc::new(Notify::new());
         let repository =
             MariaDbPaymentRepository::new(pool.clone()).notifying(Arc::clone(&outbox_committed));
@@ -614,6 +607,17 @@ fn authenticator(auth: &config::AuthConfig) -> anyhow::Result<Authenticator> {
     })?)
 }
 
+/// The broker settings the configuration asks for.
+pub(crate) fn kafka_settings(config: &Config) -> KafkaSettings {
+    KafkaSettings {
+        brokers: config.kafka.brokers.clone(),
+        client_id: config.kafka.client_id.clone(),
+        group_id: config.kafka.group_id.clone(),
+        session_timeout: Duration::from_millis(config.kafka.session_timeout_ms),
+        debug: config.kafka.debug.clone(),
+    }
+}
+
 /// The payment gateway the configuration asks for.
 pub(crate) fn gateway(config: &Config) -> anyhow::Result<ConfiguredGateway> {
     Ok(match config.gateway {
@@ -630,17 +634,7 @@ pub(crate) fn gateway(config: &Config) -> anyhow::Result<ConfiguredGateway> {
                 read_timeout: Duration::from_millis(config.toss.read_timeout_ms),
             })?)
         }
-        GatewayKind::Processor => {
-            ConfiguredGateway::Processor(FakeProcessor::new(config.processor.clone())?)
-        }
-        GatewayKind::Fake => ConfiguredGateway::Fake(FakeGateway::new(
-            match config.fake.mode {
-                config::FakeMode::Approve => FakeMode::Approve,
-                config::FakeMode::Decline => FakeMode::Decline,
-                config::FakeMode::Random => FakeMode::Random,
-            },
-            Duration::from_millis(config.fake.delay_ms),
-        )),
+        GatewayKind::Fake => ConfiguredGateway::Fake(FakeGateway::new(config.fake.clone())?),
     })
 }
 

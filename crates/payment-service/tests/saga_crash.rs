@@ -2,7 +2,7 @@
 //! SIGKILL: a payment initiated but not executed when the process dies is
 //! executed after a restart, and the processor is called once per payment
 //! whether the process died before the call or right after it. The fake
-//! processor's ledger (a file) is what it did; it survives the kill, as a
+//! gateway's ledger (a file) is what it did; it survives the kill, as a
 //! real processor's books would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -74,14 +74,11 @@ impl World {
             .env("PAYMENT__KAFKA__GROUP_ID", format!("{}.group", self.run))
             .env("PAYMENT__KAFKA__SESSION_TIMEOUT_MS", "3000")
             .env("PAYMENT__HTTP__ADDR", format!("127.0.0.1:{port}"))
-            .env("PAYMENT__GATEWAY", "processor")
+            .env("PAYMENT__GATEWAY", "fake")
             .env("PAYMENT__AUTH__DISABLED", "true")
-            .env("PAYMENT__PROCESSOR__LEDGER", &self.ledger)
-            .env("PAYMENT__PROCESSOR__DELAY_MS", delay_ms.to_string())
-            .env(
-                "PAYMENT__PROCESSOR__REPLY_DELAY_MS",
-                reply_delay_ms.to_string(),
-            )
+            .env("PAYMENT__FAKE__LEDGER", &self.ledger)
+            .env("PAYMENT__FAKE__DELAY_MS", delay_ms.to_string())
+            .env("PAYMENT__FAKE__REPLY_DELAY_MS", reply_delay_ms.to_string())
             .env(
                 "PAYMENT__TOPICS__SAGA_REQUEST_PAYMENT",
                 self.topic("request"),

@@ -2,7 +2,7 @@
 //! `RequestPayment {sagaId, bookingId, userId?, totalPrice, currency}`,
 //! parsed at the edge into the use case's input. The optional extension
 //! attribute `processoroutcome` (`approve`, `decline`, `unknown`) asks the
-//! fake processor for an outcome.
+//! fake gateway for an outcome.
 
 use std::str::FromStr as _;
 

@@ -6,7 +6,8 @@
 //! still in the table, and the router drops the DELETE
 //! (`tombstones.on.delete=false`: nothing is published). So deleting rows by
 //! age never loses an event, even while Connect is down; the retention only
-//! keeps recent rows at hand for `outbox replay` and for inspection.
+//! keeps recent rows at hand for inspection (`outbox replay` reads
+//! `outbox_log`, which keeps every message).
 //!
 //! In embedded mode this never runs: the relay deletes each row once the
 //! broker acked it.

@@ -403,7 +403,8 @@ fn named_in<'a, T>(message: &str, items: &'a [&'a T], quoted: impl Fn(&T) -> Str
 }
 
 /// The batch's outbox rows, in one statement and in order (`seq` follows
-/// the order of the rows).
+/// the order of the rows), and their copies in `outbox_log`, which outlive
+/// the relay (`outbox replay` republishes from there).
 async fn insert_outbox_rows(
     tx: &mut Transaction<'_, MySql>,
     messages: &[&OutboxMessage],
@@ -411,20 +412,27 @@ async fn insert_outbox_rows(
     if messages.is_empty() {
         return Ok(());
     }
-    let mut insert = QueryBuilder::<MySql>::new(
-        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent, \
-         created_at) ",
-    );
-    insert.push_values(messages, |mut row, message| {
-        row.push_bind(message.id.to_string())
-            .push_bind(&message.topic)
-            .push_bind(&message.key)
-            .push_bind(&message.event_type)
-            .push_bind(message.payload.to_string())
-            .push_bind(message.traceparent.as_deref())
-            .push_bind(message.created_at);
-    });
-    insert.build().execute(&mut **tx).await?;
+    // One text for both tables: the log keeps the very bytes published.
+    let payloads: Vec<String> = messages.iter().map(|m| m.payload.to_string()).collect();
+    for table in ["outbox", "outbox_log"] {
+        let mut insert = QueryBuilder::<MySql>::new(format!(
+            "INSERT INTO {table} (id, aggregatetype, aggregateid, type, payload, traceparent, \
+             created_at) "
+        ));
+        insert.push_values(
+            messages.iter().zip(&payloads),
+            |mut row, (message, payload)| {
+                row.push_bind(message.id.to_string())
+                    .push_bind(&message.topic)
+                    .push_bind(&message.key)
+                    .push_bind(&message.event_type)
+                    .push_bind(payload)
+                    .push_bind(message.traceparent.as_deref())
+                    .push_bind(message.created_at);
+            },
+        );
+        insert.build().execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
@@ -806,18 +814,5 @@ pub(super) async fn insert_outbox(
     tx: &mut Transaction<'_, MySql>,
     message: &OutboxMessage,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent, \
-         created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(message.id.to_string())
-    .bind(&message.topic)
-    .bind(&message.key)
-    .bind(&message.event_type)
-    .bind(message.payload.to_string())
-    .bind(message.traceparent.as_deref())
-    .bind(message.created_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    insert_outbox_rows(tx, &[message]).await
 }
