@@ -377,7 +377,7 @@ impl Default for OutboxConfig {
     }
 }
 
-/// Topic names (DESIGN.md §3), each overridable by `PAYMENT__TOPICS__<NAME>`.
+/// Topic names (docs/architecture.md, "Event contracts"), each overridable by `PAYMENT__TOPICS__<NAME>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Topics {
