@@ -199,6 +199,10 @@ impl Default for ReconcilerConfig {
 pub struct ExpiryConfig {
     pub ttl_secs: u64,
     pub interval_ms: u64,
+    /// Payments expired per round (`PAYMENT__EXPIRY__BATCH`); one that
+    /// cannot be expired is postponed in the database, never selected again
+    /// before the rest.
+    pub batch: u32,
 }
 
 impl Default for ExpiryConfig {
@@ -206,6 +210,7 @@ impl Default for ExpiryConfig {
         Self {
             ttl_secs: 30 * 60,
             interval_ms: 30_000,
+            batch: 100,
         }
     }
 }
@@ -524,6 +529,9 @@ impl Config {
         }
         if self.outbox.prune_interval_secs == 0 || self.outbox.prune_batch == 0 {
             return invalid("outbox.prune_interval_secs and outbox.prune_batch must be at least 1");
+        }
+        if self.expiry.batch == 0 {
+            return invalid("expiry.batch must be at least 1");
         }
         if self.reconciler.batch == 0 || self.reconciler.concurrency == 0 {
             return invalid("reconciler.batch and reconciler.concurrency must be at least 1");

@@ -260,7 +260,7 @@ impl Application {
                 repository,
                 announced,
                 Duration::from_secs(config.expiry.ttl_secs),
-                100,
+                config.expiry.batch,
             ),
             interval: Duration::from_millis(config.expiry.interval_ms),
         };
