@@ -120,6 +120,25 @@ impl MemoryRepository {
         self.lock().broken.insert(id);
     }
 
+    /// Moves every gateway interaction `by` into the past, as if requested
+    /// (and completed) that much earlier.
+    pub(crate) fn backdate_transactions(&self, by: chrono::Duration) {
+        for transaction in &mut self.lock().transactions {
+            *transaction = PaymentTransaction::restore(
+                transaction.id(),
+                transaction.payment_id(),
+                transaction.kind(),
+                transaction.amount(),
+                transaction.status(),
+                transaction.idempotency_key().to_owned(),
+                transaction.transaction_key().map(str::to_owned),
+                transaction.failure_code().map(str::to_owned),
+                transaction.requested_at() - by,
+                transaction.completed_at().map(|at| at - by),
+            );
+        }
+    }
+
     pub(crate) fn processed(&self, entry: &InboxEntry) -> bool {
         self.lock()
             .inbox

@@ -207,7 +207,8 @@ impl Application {
                     second_topic: topics.order_refund_requested.clone(),
                     second: RefundRequestedHandler::new(
                         repository.clone(),
-                        CancelPayment::new(repository.clone(), gateway.clone(), announced.clone()),
+                        CancelPayment::new(repository.clone(), gateway.clone(), announced.clone())
+                            .with_settings(reconciler_settings(config).cancels),
                     ),
                 },
             },
@@ -219,7 +220,8 @@ impl Application {
             Duration::from_secs(config.idempotency.in_flight_lease_secs),
         );
         let cancel = CancelState {
-            cancel: CancelPayment::new(repository.clone(), gateway.clone(), announced.clone()),
+            cancel: CancelPayment::new(repository.clone(), gateway.clone(), announced.clone())
+                .with_settings(reconciler_settings(config).cancels),
             keys: keys.clone(),
         };
         let prune = Periodic {
