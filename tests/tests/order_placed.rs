@@ -398,25 +398,32 @@ async fn a_database_outage_is_retried_without_loss_and_reported_by_readiness(
 }
 
 // Issue 9 item 1, the edge: the envelope parser refuses an event id the
-// inbox column cannot hold (permanent: dead-lettered), and ignores a
-// traceparent the outbox column cannot hold (the payment is created without
-// a parent). Until the edge checked them, both reached MariaDB and failed
-// there on every attempt; that the store itself classifies such refusals as
-// permanent is proven by crates/infra/tests/mariadb_repository.rs.
+// inbox column cannot hold and an amount the DECIMAL(19,4) column cannot
+// hold (permanent: dead-lettered with the reason), and ignores a
+// traceparent the outbox column cannot hold (never stored: the payment's
+// event starts a new trace instead). Until the edge checked them, these
+// reached MariaDB and failed there on every attempt, stalling the
+// partition; that the store itself classifies such refusals as permanent is
+// proven by crates/infra/tests/mariadb_repository.rs and the unit tests of
+// crates/infra/src/mariadb/errors.rs.
 #[sqlx::test(migrations = false)]
 async fn values_a_column_cannot_hold_are_refused_or_dropped_at_the_edge_and_the_orders_behind_go_through(
     pool_options: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
+    const GOOD_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let topics = TestTopics::create().await;
     let app = spawn_app(&db, topics.config()).await;
     let pool = pool_options.connect_with(db).await.unwrap();
     let producer = kafka::producer();
     let key = "same-partition";
     let not_ascii = order_placed("evt-주문-1", "order-refused-1", 1_000);
+    // 10^15 won: 16 digits, more than DECIMAL(19,4) holds.
+    let too_much = order_placed("evt-too-much-1", "order-refused-2", 10_u64.pow(15));
     let long_trace = format!("00-{}-b7ad6b7169203331-01", "0".repeat(40));
     let long_traced = order_placed("evt-traced-2", "order-traced-2", 2_000);
     kafka::publish(&producer, &topics.order_placed, key, &not_ascii, &[]).await;
+    kafka::publish(&producer, &topics.order_placed, key, &too_much, &[]).await;
     kafka::publish(
         &producer,
         &topics.order_placed,
@@ -427,50 +434,75 @@ async fn values_a_column_cannot_hold_are_refused_or_dropped_at_the_edge_and_the_
     .await;
     for i in 1..=3 {
         let good = order_placed(&format!("evt-after-{i}"), &format!("order-after-{i}"), 500);
-        kafka::publish(&producer, &topics.order_placed, key, &good, &[]).await;
+        let trace: &[(&str, &str)] = if i == 1 {
+            &[("traceparent", GOOD_TRACE)]
+        } else {
+            &[]
+        };
+        kafka::publish(&producer, &topics.order_placed, key, &good, trace).await;
     }
 
     let deadline = Instant::now() + Duration::from_secs(20);
     while payments(&pool).await < 4 {
         assert!(
             Instant::now() < deadline,
-            "the orders behind the refused one are stuck"
+            "the orders behind the refused ones are stuck"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let dlq = kafka::read_until(
         &format!("{}.dlq", topics.order_placed),
         Duration::from_secs(30),
-        |seen| !seen.is_empty(),
+        |seen| seen.len() >= 2,
     )
     .await;
-    assert_eq!(dlq.len(), 1);
-    assert_eq!(dlq[0].payload.as_deref(), Some(not_ascii.as_slice()));
-    assert!(
-        dlq[0].headers["dlq.error"].contains("id must be"),
-        "{:?}",
-        dlq[0].headers
-    );
+    assert_eq!(dlq.len(), 2);
+    for (payload, reason) in [(&not_ascii, "id must be"), (&too_much, "amount")] {
+        let parked = dlq
+            .iter()
+            .find(|m| m.payload.as_deref() == Some(payload.as_slice()))
+            .expect("dead-lettered");
+        assert!(
+            parked.headers["dlq.error"].contains(reason),
+            "{:?}",
+            parked.headers
+        );
+    }
     assert_eq!(
         payments(&pool).await,
         4,
-        "nothing of the refused one written"
+        "nothing of the refused ones written"
     );
 
-    // The over-long traceparent was dropped, not stored: the payment's
-    // created event carries no parent (the relay's null traceparent header).
+    // Every event carries a W3C traceparent (DESIGN §3): a valid one is
+    // continued; the over-long one was dropped, never stored, and a new
+    // trace started in its place, as for an order that brought none.
     let created = kafka::read_until(&topics.payment_created, Duration::from_secs(30), |seen| {
-        seen.iter()
-            .any(|m| m.json()["data"]["orderId"] == "order-traced-2")
+        seen.len() >= 4
     })
     .await;
-    let traced = created
-        .iter()
-        .find(|m| m.json()["data"]["orderId"] == "order-traced-2")
-        .expect("order-traced-2 became a payment");
-    assert_eq!(
-        traced.headers.get("traceparent").map(String::as_str),
-        Some("")
-    );
+    let trace_of = |order: &str| {
+        created
+            .iter()
+            .find(|m| m.json()["data"]["orderId"] == order)
+            .unwrap_or_else(|| panic!("{order} became a payment"))
+            .headers
+            .get("traceparent")
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(trace_of("order-after-1"), GOOD_TRACE, "continued");
+    let started = trace_of("order-traced-2");
+    assert!(is_w3c(&started), "{started:?}");
+    assert_ne!(started, long_trace);
+    assert!(!started.contains(&"0".repeat(32)), "{started}");
+    let other = trace_of("order-after-2");
+    assert!(is_w3c(&other), "{other:?}");
+    assert_ne!(started[3..35], other[3..35], "each a trace of its own");
     app.stop().await.unwrap();
+}
+
+/// A version-00 W3C `traceparent` (the form the service keeps).
+fn is_w3c(value: &str) -> bool {
+    payment_application::trace::traceparent(Some(value)).as_deref() == Some(value)
 }

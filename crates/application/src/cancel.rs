@@ -154,8 +154,9 @@ impl From<SettleError> for CancelError {
 /// What a repeated or needless request is answered from.
 #[derive(Debug)]
 enum Answer {
-    /// This request's own transaction, from before.
-    Earlier(Payment, PaymentTransaction),
+    /// This request's own transaction, from before, and how it may be sent
+    /// now if its outcome is unknown.
+    Earlier(Payment, PaymentTransaction, Sends),
     Ended(Payment),
 }
 
@@ -175,15 +176,28 @@ pub struct CancelPayment<R, G> {
     repository: R,
     gateway: G,
     topics: Topics,
+    /// When a repeated request may send its unknown cancel again: the
+    /// reconciler's rule ([`resolve_cancel`]).
+    settings: CancelSettings,
 }
 
 impl<R: PaymentRepository, G: PaymentGateway> CancelPayment<R, G> {
-    pub const fn new(repository: R, gateway: G, topics: Topics) -> Self {
+    /// With the default [`CancelSettings`] (Toss's 15-day key window).
+    pub fn new(repository: R, gateway: G, topics: Topics) -> Self {
         Self {
             repository,
             gateway,
             topics,
+            settings: CancelSettings::default(),
         }
+    }
+
+    /// Re-sends unknown cancels only as `settings` allow; give it the
+    /// reconciler's.
+    #[must_use]
+    pub const fn with_settings(mut self, settings: CancelSettings) -> Self {
+        self.settings = settings;
+        self
     }
 
     /// Cancels (part of) a payment.
@@ -215,9 +229,11 @@ impl<R: PaymentRepository, G: PaymentGateway> CancelPayment<R, G> {
                     .iter()
                     .find(|t| t.id() == transaction_id)
                 {
+                    let (sends, _) = self.settings.sends_again(loaded, earlier, now);
                     return Ok(Decision::Answer(Answer::Earlier(
                         payment.clone(),
                         earlier.clone(),
+                        sends,
                     )));
                 }
                 let amount = request
@@ -292,32 +308,40 @@ impl<R: PaymentRepository, G: PaymentGateway> CancelPayment<R, G> {
         )
         .await?;
         match ran {
-            Ran::Answered(Answer::Earlier(payment, earlier)) => {
-                self.resume(payment, earlier, &request.causation).await
+            Ran::Answered(Answer::Earlier(payment, earlier, sends)) => {
+                self.resume(payment, earlier, sends, &request.causation)
+                    .await
             }
             Ran::Answered(Answer::Ended(payment)) | Ran::Recorded(payment, Next::Ended) => {
                 Ok(Canceled::Ended(payment))
             }
             Ran::Recorded(requested, Next::Ask(transaction)) => {
-                self.ask_gateway(requested, &transaction, &request.causation)
+                self.ask_gateway(requested, &transaction, Sends::First, &request.causation)
                     .await
             }
             Ran::Recorded(reserved, Next::Wait) => Ok(Canceled::Waiting(reserved)),
         }
     }
 
-    /// Answers a repeated request from its transaction.
+    /// Answers a repeated request from its transaction: one whose outcome
+    /// is unknown was sent before, so it is sent again only as the
+    /// reconciler would (`sends`: never once Toss's key may have expired),
+    /// and otherwise only looked up.
     async fn resume(
         &self,
         payment: Payment,
         transaction: PaymentTransaction,
+        sends: Sends,
         causation: &Causation,
     ) -> Result<Canceled, CancelError> {
         match transaction.status() {
             TransactionStatus::Unknown if payment.status() == PaymentStatus::InProgress => {
                 Ok(Canceled::Waiting(payment))
             }
-            TransactionStatus::Unknown => self.ask_gateway(payment, &transaction, causation).await,
+            TransactionStatus::Unknown => {
+                self.ask_gateway(payment, &transaction, sends, causation)
+                    .await
+            }
             TransactionStatus::Succeeded => Ok(Canceled::Repeated(payment)),
             TransactionStatus::Failed => Err(CancelError::Declined {
                 payment: Box::new(payment),
@@ -330,6 +354,7 @@ impl<R: PaymentRepository, G: PaymentGateway> CancelPayment<R, G> {
         &self,
         payment: Payment,
         transaction: &PaymentTransaction,
+        sends: Sends,
         causation: &Causation,
     ) -> Result<Canceled, CancelError> {
         // Escalated: an operator's, never sent again.
@@ -342,7 +367,7 @@ impl<R: PaymentRepository, G: PaymentGateway> CancelPayment<R, G> {
             &payment,
             &pending,
             transaction,
-            Sends::First,
+            sends,
         )
         .await?;
         let Learned::Settled(resolution) = learned else {
@@ -408,6 +433,27 @@ impl CancelSettings {
         self.resend_for
             .min(self.idempotency_window.saturating_sub(self.safety_margin))
     }
+
+    /// How a cancel sent before with an unknown outcome may be sent at
+    /// `now` — once more with its key while it is young enough, else never
+    /// (only looked up) — and its age: the one rule of every path that
+    /// meets such a cancel again (the reconciler, a repeated request).
+    fn sends_again(
+        &self,
+        snapshot: &Snapshot,
+        transaction: &PaymentTransaction,
+        now: DateTime<Utc>,
+    ) -> (Sends, Duration) {
+        let age = (now - sendable_since(snapshot, transaction))
+            .to_std()
+            .unwrap_or_default();
+        let sends = if approved(&snapshot.payment) && age < self.resend_until() {
+            Sends::Again
+        } else {
+            Sends::Never
+        };
+        (sends, age)
+    }
 }
 
 /// What [`resolve_cancel`] did with one cancel.
@@ -465,14 +511,7 @@ pub async fn resolve_cancel<R: PaymentRepository, G: PaymentGateway>(
     if payment.status() == PaymentStatus::InProgress {
         return Ok(CancelResolved::WaitingForApproval);
     }
-    let age = (Utc::now() - sendable_since(&snapshot, transaction))
-        .to_std()
-        .unwrap_or_default();
-    let sends = if approved(payment) && age < settings.resend_until() {
-        Sends::Again
-    } else {
-        Sends::Never
-    };
+    let (sends, age) = settings.sends_again(&snapshot, transaction, Utc::now());
     let learned = learn(repository, gateway, payment, &pending, transaction, sends).await?;
     let resolution = match learned {
         Learned::Settled(resolution) => resolution,
@@ -1364,6 +1403,92 @@ mod tests {
             repository.all_transactions()[0].status(),
             TransactionStatus::Unknown
         );
+    }
+
+    /// A payment approved 20 days ago whose cancel of 2,000 was asked 16
+    /// days ago and never answered: Toss's 15-day key may be gone.
+    async fn old_unknown_cancel() -> (
+        MemoryRepository,
+        Scripted,
+        CancelPayment<MemoryRepository, Scripted>,
+        Payment,
+    ) {
+        let repository = MemoryRepository::default();
+        let payment = crate::testing::payment_at(
+            &repository,
+            ORDER,
+            KEY,
+            10_000,
+            Stage::Done,
+            chrono::Duration::days(20),
+        )
+        .await;
+        let gateway = Scripted::default();
+        let use_case = CancelPayment::new(repository.clone(), gateway.clone(), topics());
+        unknown_cancel(&repository, &use_case, &payment, 2_000).await;
+        repository.backdate_transactions(chrono::Duration::days(16));
+        (repository, gateway, use_case, payment)
+    }
+
+    #[tokio::test]
+    async fn the_same_request_for_an_old_unknown_cancel_only_looks_at_the_pg() {
+        let (repository, gateway, use_case, payment) = old_unknown_cancel().await;
+        let sent = gateway.cancels();
+        shows_refund(&gateway, &[(2_000, "txk-old")]);
+        let again = use_case
+            .handle(cancel_request(&payment, Some(2_000), "k-unknown"))
+            .await
+            .unwrap();
+        assert_eq!(
+            gateway.cancels(),
+            sent,
+            "never re-sent past the key's window"
+        );
+        let Canceled::Done(settled) = again else {
+            panic!("{again:?}")
+        };
+        assert_eq!(settled.balance(), won(8_000), "settled from the lookup");
+        assert_eq!(
+            repository.all_transactions()[0].transaction_key(),
+            Some("txk-old")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_request_for_an_old_unknown_cancel_toss_shows_nothing_of_stays_pending() {
+        let (repository, gateway, use_case, payment) = old_unknown_cancel().await;
+        let sent = gateway.cancels();
+        gateway.shows(approved_at_gateway(KEY, ORDER, 10_000));
+        let again = use_case
+            .handle(cancel_request(&payment, Some(2_000), "k-unknown"))
+            .await
+            .unwrap();
+        assert_eq!(
+            gateway.cancels(),
+            sent,
+            "never re-sent past the key's window"
+        );
+        assert!(matches!(again, Canceled::Pending(_)), "{again:?}");
+        assert_eq!(
+            repository.all_transactions()[0].status(),
+            TransactionStatus::Unknown,
+            "left to the reconciler's resolution"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_request_for_a_recent_unknown_cancel_is_re_sent_once_with_its_key() {
+        let (repository, gateway, use_case, payment) = given(Stage::Done).await;
+        unknown_cancel(&repository, &use_case, &payment, 2_000).await;
+        let sent = gateway.cancels();
+        let again = use_case
+            .handle(cancel_request(&payment, Some(2_000), "k-unknown"))
+            .await
+            .unwrap();
+        assert!(matches!(again, Canceled::Pending(_)), "{again:?}");
+        assert_eq!(gateway.cancels(), sent + 1, "as the reconciler would");
+        let keys = gateway.cancel_keys.lock().unwrap().clone();
+        assert!(keys.iter().all(|k| *k == keys[0]), "one key: {keys:?}");
     }
 
     async fn carry_out(

@@ -1,16 +1,32 @@
 //! Expiry: a READY payment nobody confirmed within the TTL becomes EXPIRED
 //! and the platform is told (`PaymentFailedEvent`). IN_PROGRESS payments are
 //! never expired — only the PG's answer settles them.
+//!
+//! A payment that cannot be expired (its stream does not replay, the store
+//! refuses the write) is postponed in the store with a growing [`Backoff`],
+//! as the reconciler's looks are ([`RetrySchedule`]): the next selection
+//! skips it in the same indexed query, so any number of them never hold
+//! back the payments behind.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use payment_domain::{PaymentCommand, PaymentStatus};
 
+use crate::backoff::Backoff;
 use crate::error::{Classify as _, Contended};
 use crate::integration::{self, Causation, Topics};
-use crate::ports::{PaymentQueries, PaymentRef, PaymentRepository, StoreError};
+use crate::ports::{
+    PaymentQueries, PaymentRef, PaymentRepository, RetrySchedule, Scheduled, Stale, StoreError,
+};
 use crate::runner::{run, Change, Decision, Ran, Trigger};
+
+/// How long a payment that could not be expired waits before the next
+/// attempt: a minute, doubling up to an hour.
+pub const EXPIRY_BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(60),
+    max: Duration::from_secs(3_600),
+};
 
 #[derive(Debug, Clone)]
 pub struct ExpirePayments<R> {
@@ -18,6 +34,7 @@ pub struct ExpirePayments<R> {
     topics: Topics,
     ttl: Duration,
     batch: u32,
+    backoff: Backoff,
 }
 
 /// Why one payment was not expired.
@@ -29,31 +46,46 @@ enum ExpireError {
     Store(#[from] StoreError),
 }
 
-impl<R: PaymentRepository + PaymentQueries> ExpirePayments<R> {
+impl<R: PaymentRepository + PaymentQueries + RetrySchedule> ExpirePayments<R> {
+    /// Expires up to `batch` payments per run, postponing those that cannot
+    /// be expired by [`EXPIRY_BACKOFF`].
     pub const fn new(repository: R, topics: Topics, ttl: Duration, batch: u32) -> Self {
         Self {
             repository,
             topics,
             ttl,
             batch,
+            backoff: EXPIRY_BACKOFF,
         }
     }
 
-    /// Expires the READY payments older than the TTL; answers how many.
-    /// A payment that changed meanwhile (confirmed, aborted) is left alone;
-    /// one the store cannot read or refuses to write (its stream does not
-    /// replay) is logged and skipped.
+    /// Postpones the payments that cannot be expired by `backoff` instead.
+    #[must_use]
+    pub const fn backing_off(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Expires the READY payments older than the TTL and due; answers how
+    /// many. A payment that changed meanwhile (confirmed, aborted) is left
+    /// alone; one the store cannot read or refuses to write (its stream
+    /// does not replay) is logged and postponed.
     ///
     /// # Errors
     /// When the store is unavailable; what was expired so far stays expired.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let ttl = chrono::Duration::from_std(self.ttl).unwrap_or_default();
+        let now = Utc::now();
         let candidates = self
             .repository
-            .stale(PaymentStatus::Ready, Utc::now() - ttl, self.batch)
+            .stale(PaymentStatus::Ready, now - ttl, now, self.batch)
             .await?;
         let mut expired = 0;
-        for payment_id in candidates {
+        for Stale {
+            payment_id,
+            attempts,
+        } in candidates
+        {
             let causation = Causation {
                 causation_id: Some(format!("expiry:{payment_id}")),
                 ..Causation::default()
@@ -86,9 +118,19 @@ impl<R: PaymentRepository + PaymentQueries> ExpirePayments<R> {
                     tracing::warn!(%payment_id, %error, "not expired this round");
                 }
                 // This payment's own fault (a stream that does not replay):
-                // the others are expired all the same.
+                // the others are expired all the same, and the next rounds
+                // look at it less and less often.
                 Err(ExpireError::Store(error)) if error.is_permanent() => {
-                    tracing::error!(%payment_id, error = format!("{error:#}"), "payment cannot be expired; skipped");
+                    let attempts = attempts.saturating_add(1);
+                    let next = self.backoff.next_attempt(attempts, Utc::now());
+                    tracing::error!(%payment_id, attempts, %next, error = format!("{error:#}"), "payment cannot be expired; postponed");
+                    if let Err(error) = self
+                        .repository
+                        .postpone(Scheduled::Payment(payment_id), attempts, next)
+                        .await
+                    {
+                        tracing::warn!(%payment_id, %error, "expiry backoff not recorded");
+                    }
                 }
                 Err(ExpireError::Store(error)) => return Err(error),
             }
@@ -141,6 +183,58 @@ mod tests {
         assert_eq!(failed.event_type, "PaymentFailedEvent");
         assert_eq!(failed.payload["data"]["code"], "PAYMENT_EXPIRED");
         assert_eq!(expiry.run_once().await.unwrap(), 0, "nothing twice");
+    }
+
+    #[tokio::test]
+    async fn payments_that_cannot_be_expired_never_hold_back_the_others() {
+        let repository = MemoryRepository::default();
+        let batch = 2;
+        // More broken payments than a batch, all older than the good one.
+        for i in 0..3 {
+            let broken = payment_at(
+                &repository,
+                &format!("order-broken-{i}"),
+                "k",
+                1_000,
+                Stage::Ready,
+                chrono::Duration::hours(3) - chrono::Duration::minutes(i),
+            )
+            .await;
+            repository.break_stream(broken.id());
+        }
+        let good = payment_at(
+            &repository,
+            "order-good-1",
+            "k",
+            1_000,
+            Stage::Ready,
+            chrono::Duration::hours(2),
+        )
+        .await
+        .id();
+        let expiry = ExpirePayments::new(
+            repository.clone(),
+            topics(),
+            Duration::from_secs(30 * 60),
+            batch,
+        );
+
+        // Each round postpones what it could not expire; within as many
+        // rounds as it takes to look at every broken one, the good one goes.
+        let mut expired = 0;
+        for _ in 0..3 {
+            expired += expiry.run_once().await.unwrap();
+        }
+        assert_eq!(expired, 1);
+        assert_eq!(
+            repository.payment(good).await.unwrap().unwrap().status(),
+            PaymentStatus::Expired
+        );
+        assert_eq!(
+            expiry.run_once().await.unwrap(),
+            0,
+            "the broken ones wait for their backoff"
+        );
     }
 
     #[tokio::test]

@@ -35,7 +35,9 @@ pub struct Causation {
     pub causation_id: Option<String>,
     /// The id of the business flow (kept from the trigger, or started here).
     pub correlation_id: Option<String>,
-    /// W3C trace context to continue.
+    /// W3C trace context to continue (already checked,
+    /// [`crate::trace::traceparent`]); without one, each event starts a new
+    /// trace.
     pub traceparent: Option<String>,
 }
 
@@ -88,7 +90,14 @@ pub(crate) fn outbox_message(
         key: payment.id().to_string(),
         event_type: event_type.to_owned(),
         payload: envelope,
-        traceparent: causation.traceparent.clone(),
+        // Continued from the trigger, or a new trace started here: never
+        // an event without one (DESIGN §3).
+        traceparent: Some(
+            causation
+                .traceparent
+                .clone()
+                .unwrap_or_else(crate::trace::start),
+        ),
         created_at: at,
     }
 }
@@ -328,5 +337,13 @@ mod tests {
         assert_eq!(event["data"]["currency"], "KRW");
         assert_eq!(event["data"]["status"], "READY");
         assert_eq!(message.traceparent, causation.traceparent);
+
+        // Without a trace to continue, the event starts one.
+        let untraced = payment_created(&topics(), &payment, &Causation::default(), Utc::now());
+        let started = untraced.traceparent.unwrap();
+        assert_eq!(
+            crate::trace::traceparent(Some(&started)).as_deref(),
+            Some(started.as_str())
+        );
     }
 }

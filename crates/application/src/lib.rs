@@ -4,6 +4,7 @@
 //! confirmed or canceled; the adapters in `payment-infra` and `payment-api`
 //! decide *how* it reaches MariaDB, Kafka, Toss and HTTP.
 
+pub mod backoff;
 pub mod cancel;
 pub mod confirm;
 pub mod create_payment;
@@ -24,6 +25,7 @@ mod memory;
 #[cfg(test)]
 mod testing;
 
+pub use backoff::Backoff;
 pub use cancel::{
     carry_out_waiting_cancels, resolve_cancel, Cancel, CancelError, CancelPayment, CancelResolved,
     CancelSettings, Canceled, Requester,
@@ -41,8 +43,8 @@ pub use gateway::{
 pub use integration::{Causation, Topics};
 pub use ports::{
     Append, Commit, Due, HealthProbe, IdempotencyKeys, InboxEntry, KeyClaim, OutboxMessage,
-    PaymentQueries, PaymentRef, PaymentRepository, RecordedEvent, RetrySchedule, Snapshot,
-    StoreError,
+    PaymentQueries, PaymentRef, PaymentRepository, RecordedEvent, RetrySchedule, Scheduled,
+    Snapshot, Stale, StoreError,
 };
 pub use reconcile::{Reconciled, Reconciler, ReconcilerSettings};
 pub use runner::Trigger;

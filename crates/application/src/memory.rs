@@ -14,7 +14,7 @@ use payment_domain::{
 
 use crate::ports::{
     Commit, Due, InboxEntry, OutboxMessage, PaymentQueries, PaymentRef, PaymentRepository,
-    RecordedEvent, RetrySchedule, Snapshot, StoreError,
+    RecordedEvent, RetrySchedule, Scheduled, Snapshot, Stale, StoreError,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -28,6 +28,10 @@ struct State {
     updated: HashMap<PaymentId, DateTime<Utc>>,
     /// The reconciler's backoff per transaction: looks taken, next due.
     schedule: HashMap<TransactionId, (u32, DateTime<Utc>)>,
+    /// The expiry's backoff per payment: attempts made, next due.
+    payment_schedule: HashMap<PaymentId, (u32, DateTime<Utc>)>,
+    /// Payments whose stream does not replay: loading them fails.
+    broken: HashSet<PaymentId>,
 }
 
 impl State {
@@ -110,6 +114,31 @@ impl MemoryRepository {
         self.lock().transactions.clone()
     }
 
+    /// Makes `id`'s stream unreadable, as a corrupt one is: every load of
+    /// it fails for good.
+    pub(crate) fn break_stream(&self, id: PaymentId) {
+        self.lock().broken.insert(id);
+    }
+
+    /// Moves every gateway interaction `by` into the past, as if requested
+    /// (and completed) that much earlier.
+    pub(crate) fn backdate_transactions(&self, by: chrono::Duration) {
+        for transaction in &mut self.lock().transactions {
+            *transaction = PaymentTransaction::restore(
+                transaction.id(),
+                transaction.payment_id(),
+                transaction.kind(),
+                transaction.amount(),
+                transaction.status(),
+                transaction.idempotency_key().to_owned(),
+                transaction.transaction_key().map(str::to_owned),
+                transaction.failure_code().map(str::to_owned),
+                transaction.requested_at() - by,
+                transaction.completed_at().map(|at| at - by),
+            );
+        }
+    }
+
     pub(crate) fn processed(&self, entry: &InboxEntry) -> bool {
         self.lock()
             .inbox
@@ -124,6 +153,11 @@ impl PaymentRepository for MemoryRepository {
             PaymentRef::Id(id) => Some(*id),
             PaymentRef::Order(order_id) => state.orders.get(order_id).copied(),
         };
+        if let Some(id) = id.filter(|id| state.broken.contains(id)) {
+            return Err(StoreError::Unexpected(anyhow::anyhow!(
+                "replay payment {id}: the stream does not replay"
+            )));
+        }
         Ok(id
             .and_then(|id| state.payments.get(&id))
             .map(|payment| Snapshot {
@@ -189,24 +223,36 @@ impl PaymentQueries for MemoryRepository {
         &self,
         status: PaymentStatus,
         unchanged_since: DateTime<Utc>,
+        now: DateTime<Utc>,
         limit: u32,
-    ) -> Result<Vec<PaymentId>, StoreError> {
+    ) -> Result<Vec<Stale>, StoreError> {
         let state = self.lock();
-        let mut ids: Vec<_> = state
+        let mut stale: Vec<(DateTime<Utc>, Stale)> = state
             .payments
             .values()
             .filter(|p| p.status() == status)
-            .filter(|p| {
-                state
-                    .updated
+            .filter_map(|p| {
+                let updated = *state.updated.get(&p.id())?;
+                let (attempts, next) = state
+                    .payment_schedule
                     .get(&p.id())
-                    .is_some_and(|at| *at < unchanged_since)
+                    .copied()
+                    .unwrap_or((0, DateTime::<Utc>::MIN_UTC));
+                (updated < unchanged_since && next <= now).then_some((
+                    updated,
+                    Stale {
+                        payment_id: p.id(),
+                        attempts,
+                    },
+                ))
             })
-            .map(Payment::id)
             .collect();
-        ids.sort();
-        ids.truncate(limit as usize);
-        Ok(ids)
+        stale.sort_by_key(|(updated, s)| (*updated, s.payment_id));
+        Ok(stale
+            .into_iter()
+            .take(limit as usize)
+            .map(|(_, s)| s)
+            .collect())
     }
 
     async fn due(
@@ -252,19 +298,30 @@ impl PaymentQueries for MemoryRepository {
 impl RetrySchedule for MemoryRepository {
     async fn postpone(
         &self,
-        transaction: TransactionId,
+        subject: Scheduled,
         attempts: u32,
         next_attempt_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
-        let unknown = state
-            .transactions
-            .iter()
-            .any(|t| t.id() == transaction && t.status() == TransactionStatus::Unknown);
-        if unknown {
-            state
-                .schedule
-                .insert(transaction, (attempts, next_attempt_at));
+        match subject {
+            Scheduled::Transaction(transaction) => {
+                let unknown = state
+                    .transactions
+                    .iter()
+                    .any(|t| t.id() == transaction && t.status() == TransactionStatus::Unknown);
+                if unknown {
+                    state
+                        .schedule
+                        .insert(transaction, (attempts, next_attempt_at));
+                }
+            }
+            Scheduled::Payment(payment) => {
+                if state.payments.contains_key(&payment) {
+                    state
+                        .payment_schedule
+                        .insert(payment, (attempts, next_attempt_at));
+                }
+            }
         }
         Ok(())
     }

@@ -210,8 +210,10 @@ pub trait PaymentQueries: Send + Sync + 'static {
         id: PaymentId,
     ) -> impl Future<Output = Result<Vec<PaymentTransaction>, StoreError>> + Send;
 
-    /// Up to `limit` payments in `status` not changed since `unchanged_since`,
-    /// oldest first (for the reconciler and the expiry job).
+    /// Up to `limit` payments in `status` not changed since `unchanged_since`
+    /// and due at `now` (not postponed past it through
+    /// [`RetrySchedule::postpone`]), least recently changed first, with the
+    /// attempts already made: the expiry's work, in one indexed query.
     ///
     /// # Errors
     /// As [`PaymentQueries::payment`].
@@ -219,8 +221,9 @@ pub trait PaymentQueries: Send + Sync + 'static {
         &self,
         status: PaymentStatus,
         unchanged_since: DateTime<Utc>,
+        now: DateTime<Utc>,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<PaymentId>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Stale>, StoreError>> + Send;
 
     /// Up to `limit` gateway interactions of `kind` still UNKNOWN, due for
     /// another look at `now` and requested before `requested_before` (a
@@ -246,20 +249,39 @@ pub struct Due {
     pub attempts: u32,
 }
 
-/// When the reconciler looks at an unknown gateway interaction again. The
-/// one write outside the command runner: it changes no payment — no event,
-/// no projection, nothing published — only when background work is due.
+/// A payment the expiry may be due to end, with the attempts already made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stale {
+    pub payment_id: PaymentId,
+    /// Attempts that ended nothing (the payment could not be expired).
+    pub attempts: u32,
+}
+
+/// What background work is about: a gateway interaction whose outcome is
+/// unknown (the reconciler's), or a payment (the expiry's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduled {
+    /// Postponed only while it is still UNKNOWN (one settled meanwhile is
+    /// left as it is).
+    Transaction(TransactionId),
+    Payment(PaymentId),
+}
+
+/// When background work that came to nothing is due again, kept in the
+/// store so that selecting what is due stays one indexed query and a
+/// restart forgets nothing. The one write outside the command runner: it
+/// changes no payment — no event, no projection, nothing published — only
+/// when background work is due.
 pub trait RetrySchedule: Send + Sync + 'static {
-    /// Records that `transaction` has been looked at `attempts` times and
-    /// is next due at `next_attempt_at` — only while it is still UNKNOWN (one
-    /// settled meanwhile is left as it is).
+    /// Records that the work on `subject` has been attempted `attempts`
+    /// times and is next due at `next_attempt_at`.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::Unexpected`] when the
     /// store fails.
     fn postpone(
         &self,
-        transaction: TransactionId,
+        subject: Scheduled,
         attempts: u32,
         next_attempt_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;

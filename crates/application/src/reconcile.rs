@@ -20,11 +20,13 @@ use payment_domain::{
     PaymentId, PaymentStatus, PaymentTransaction, TransactionKind, TransactionStatus,
 };
 
+use crate::backoff::Backoff;
 use crate::cancel::{resolve_cancel, CancelResolved, CancelSettings};
 use crate::gateway::{ConfirmRequest, GatewayOutcome, PaymentGateway};
 use crate::integration::{Causation, Topics};
 use crate::ports::{
-    Due, PaymentQueries, PaymentRef, PaymentRepository, RetrySchedule, Snapshot, StoreError,
+    Due, PaymentQueries, PaymentRef, PaymentRepository, RetrySchedule, Scheduled, Snapshot,
+    StoreError,
 };
 use crate::settle::{settle_approval, then_waiting_cancels, Resolution, SettleError};
 
@@ -159,7 +161,7 @@ where
         let next = self.next_attempt(attempts, Utc::now());
         match self
             .repository
-            .postpone(due.transaction.id(), attempts, next)
+            .postpone(Scheduled::Transaction(due.transaction.id()), attempts, next)
             .await
         {
             Ok(()) => Looked::Postponed,
@@ -221,12 +223,11 @@ where
 
     /// When a transaction looked at `attempts` times is due again.
     fn next_attempt(&self, attempts: u32, now: DateTime<Utc>) -> DateTime<Utc> {
-        let delay = self
-            .settings
-            .first_backoff
-            .saturating_mul(2_u32.saturating_pow(attempts.saturating_sub(1)))
-            .min(self.settings.max_backoff);
-        now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+        Backoff {
+            first: self.settings.first_backoff,
+            max: self.settings.max_backoff,
+        }
+        .next_attempt(attempts, now)
     }
 
     /// Resolves one payment: look it up at the PG; if the PG has not decided

@@ -1,9 +1,10 @@
 //! W3C Trace Context: the one check of a `traceparent` a message or request
-//! brings. Only the version-00 form is kept —
+//! brings, and the start of a new trace. Only the version-00 form is kept —
 //! `00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>`, 55 characters,
 //! lower-case, ids not all zero — which is also what the outbox column holds.
-//! Anything else is ignored: the event is published without a parent, so
-//! the next hop starts a new trace, and the bad value is never stored.
+//! Anything else is ignored and never stored; every event still carries a
+//! `traceparent` (DESIGN §3): one that came with its trigger is continued,
+//! otherwise the event starts a new trace ([`start`]).
 
 /// `value` if it is a valid version-00 `traceparent`.
 #[must_use]
@@ -40,6 +41,17 @@ pub fn traceparent(value: Option<&str>) -> Option<String> {
     }
 }
 
+/// The `traceparent` of a new trace started here: random trace and parent
+/// ids, version 00, the sampled flag set (the service records no spans of
+/// its own, so it leaves recording to the next hop rather than turning it
+/// off for the whole trace).
+#[must_use]
+pub fn start() -> String {
+    let trace_id = rand::random::<u128>().max(1);
+    let parent_id = rand::random::<u64>().max(1);
+    format!("00-{trace_id:032x}-{parent_id:016x}-01")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +62,14 @@ mod tests {
     fn a_version_00_traceparent_is_kept() {
         assert_eq!(traceparent(Some(GOOD)).as_deref(), Some(GOOD));
         assert_eq!(traceparent(None), None);
+    }
+
+    #[test]
+    fn a_new_trace_is_a_valid_traceparent_of_its_own() {
+        let first = start();
+        assert_eq!(traceparent(Some(&first)).as_deref(), Some(first.as_str()));
+        assert!(first.ends_with("-01"), "{first}");
+        assert_ne!(first[3..35], start()[3..35], "a new trace id each time");
     }
 
     #[test]

@@ -200,7 +200,8 @@ impl Application {
                     second_topic: topics.order_refund_requested.clone(),
                     second: RefundRequestedHandler::new(
                         repository.clone(),
-                        CancelPayment::new(repository.clone(), gateway.clone(), announced.clone()),
+                        CancelPayment::new(repository.clone(), gateway.clone(), announced.clone())
+                            .with_settings(reconciler_settings(config).cancels),
                     ),
                 },
             },
@@ -212,7 +213,8 @@ impl Application {
             Duration::from_secs(config.idempotency.in_flight_lease_secs),
         );
         let cancel = CancelState {
-            cancel: CancelPayment::new(repository.clone(), gateway.clone(), announced.clone()),
+            cancel: CancelPayment::new(repository.clone(), gateway.clone(), announced.clone())
+                .with_settings(reconciler_settings(config).cancels),
             keys: keys.clone(),
         };
         let prune = Periodic {
@@ -253,7 +255,7 @@ impl Application {
                 repository,
                 announced,
                 Duration::from_secs(config.expiry.ttl_secs),
-                100,
+                config.expiry.batch,
             ),
             interval: Duration::from_millis(config.expiry.interval_ms),
         };

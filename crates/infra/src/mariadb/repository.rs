@@ -10,11 +10,11 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use payment_application::{
     Append, Commit, Due, InboxEntry, OutboxMessage, PaymentQueries, PaymentRef, PaymentRepository,
-    RecordedEvent, RetrySchedule, Snapshot, StoreError,
+    RecordedEvent, RetrySchedule, Scheduled, Snapshot, Stale, StoreError,
 };
 use payment_domain::{
     Currency, Money, OrderId, Payment, PaymentEvent, PaymentId, PaymentStatus, PaymentTransaction,
-    TransactionId, TransactionKind, TransactionStatus,
+    TransactionKind, TransactionStatus,
 };
 use rust_decimal::Decimal;
 use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
@@ -505,20 +505,31 @@ impl PaymentQueries for MariaDbPaymentRepository {
         &self,
         status: PaymentStatus,
         unchanged_since: DateTime<Utc>,
+        now: DateTime<Utc>,
         limit: u32,
-    ) -> Result<Vec<PaymentId>, StoreError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT payment_id FROM payments WHERE status = ? AND updated_at < ? \
+    ) -> Result<Vec<Stale>, StoreError> {
+        // One range of ix_payments_status_updated (status, updated_at,
+        // next_attempt_at), in its order; the postponed payments are
+        // skipped inside the index.
+        let rows: Vec<(String, u32)> = sqlx::query_as(
+            "SELECT payment_id, attempts FROM payments \
+             WHERE status = ? AND updated_at < ? AND next_attempt_at <= ? \
              ORDER BY updated_at LIMIT ?",
         )
         .bind(status.as_str())
         .bind(unchanged_since)
+        .bind(now)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
         .store_context("find stale payments")?;
-        ids.iter()
-            .map(|id| id.parse().context("stored payment id"))
+        rows.into_iter()
+            .map(|(id, attempts)| {
+                Ok(Stale {
+                    payment_id: id.parse().context("stored payment id")?,
+                    attempts,
+                })
+            })
             .collect::<anyhow::Result<_>>()
             .map_err(StoreError::Unexpected)
     }
@@ -561,20 +572,28 @@ impl PaymentQueries for MariaDbPaymentRepository {
 impl RetrySchedule for MariaDbPaymentRepository {
     async fn postpone(
         &self,
-        transaction: TransactionId,
+        subject: Scheduled,
         attempts: u32,
         next_attempt_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE payment_transactions SET attempts = ?, next_attempt_at = ? \
-             WHERE transaction_id = ? AND status = 'UNKNOWN'",
-        )
-        .bind(attempts)
-        .bind(next_attempt_at)
-        .bind(transaction.to_string())
-        .execute(&self.pool)
-        .await
-        .store_context("postpone transaction")?;
+        let (statement, id) = match subject {
+            Scheduled::Transaction(transaction) => (
+                "UPDATE payment_transactions SET attempts = ?, next_attempt_at = ? \
+                 WHERE transaction_id = ? AND status = 'UNKNOWN'",
+                transaction.to_string(),
+            ),
+            Scheduled::Payment(payment) => (
+                "UPDATE payments SET attempts = ?, next_attempt_at = ? WHERE payment_id = ?",
+                payment.to_string(),
+            ),
+        };
+        sqlx::query(statement)
+            .bind(attempts)
+            .bind(next_attempt_at)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .store_context("postpone background work")?;
         Ok(())
     }
 }
