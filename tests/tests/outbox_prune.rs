@@ -1,13 +1,14 @@
 //! Debezium relay mode prunes old outbox rows (docs/operations.md); embedded mode
-//! never does (its relay deletes a row once the broker acked it). Against
-//! the real MariaDB and broker.
+//! never does (its relay deletes a row once the broker acked it). The
+//! `outbox_log` (what `outbox replay` republishes) is pruned by its own,
+//! longer retention. Against the real MariaDB and broker.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use payment_e2e::spawn_app;
-use payment_infra::mariadb::{OutboxPruner, MIGRATOR};
+use payment_infra::mariadb::{OutboxPruner, OutboxTable, MIGRATOR};
 use serde_json::json;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::MySqlPool;
@@ -52,10 +53,52 @@ async fn rows_past_the_retention_are_deleted_in_batches_younger_ones_kept(pool: 
     ];
 
     // Batches of 2: the five old rows take three statements.
-    let pruner = OutboxPruner::new(pool.clone(), hour, 2);
+    let pruner = OutboxPruner::new(pool.clone(), OutboxTable::Outbox, hour, 2);
     assert_eq!(pruner.prune_once().await.unwrap(), 5);
     assert_eq!(remaining(&pool).await, young);
     assert_eq!(pruner.prune_once().await.unwrap(), 0);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn the_outbox_log_is_pruned_by_its_own_retention_and_the_outbox_left_alone(pool: MySqlPool) {
+    let week = Duration::from_secs(7 * 24 * 3_600);
+    let outbox_row = write_row(&pool, "t", ago(2 * week)).await;
+    let log = |id: &'static str, created_at: DateTime<Utc>| {
+        sqlx::query(
+            "INSERT INTO outbox_log (id, aggregatetype, aggregateid, type, payload, created_at) \
+             VALUES (?, 't', 'pay-1', 'PaymentCreatedEvent', '{}', ?)",
+        )
+        .bind(id)
+        .bind(created_at)
+        .execute(&pool)
+    };
+    log("00000000-0000-7000-8000-000000000001", ago(2 * week))
+        .await
+        .unwrap();
+    log(
+        "00000000-0000-7000-8000-000000000002",
+        ago(week + Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    log(
+        "00000000-0000-7000-8000-000000000003",
+        ago(week - Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+
+    let pruner = OutboxPruner::new(pool.clone(), OutboxTable::Log, week, 100);
+    assert_eq!(pruner.prune_once().await.unwrap(), 2);
+    let logged: Vec<String> = sqlx::query_scalar("SELECT id FROM outbox_log ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        logged,
+        vec!["00000000-0000-7000-8000-000000000003".to_owned()]
+    );
+    assert_eq!(remaining(&pool).await, vec![outbox_row]);
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
@@ -66,7 +109,12 @@ async fn an_old_row_behind_a_younger_one_waits_and_the_younger_one_stays(pool: M
     let young = write_row(&pool, "t", Utc::now()).await;
     let late = write_row(&pool, "t", ago(Duration::from_secs(7_200))).await;
 
-    let pruner = OutboxPruner::new(pool.clone(), Duration::from_secs(3_600), 100);
+    let pruner = OutboxPruner::new(
+        pool.clone(),
+        OutboxTable::Outbox,
+        Duration::from_secs(3_600),
+        100,
+    );
     assert_eq!(pruner.prune_once().await.unwrap(), 1);
     assert_eq!(remaining(&pool).await, vec![young, late]);
 }

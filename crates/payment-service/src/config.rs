@@ -369,8 +369,11 @@ pub struct OutboxConfig {
     pub retention_secs: u64,
     /// Debezium mode: how often old rows are pruned.
     pub prune_interval_secs: u64,
-    /// Debezium mode: rows deleted per statement.
+    /// Debezium mode: rows deleted per statement (`outbox_log` too).
     pub prune_batch: u32,
+    /// `outbox_log` rows (what `outbox replay` can republish) older than
+    /// this are deleted, in both modes (`PAYMENT__OUTBOX__LOG_RETENTION_HOURS`).
+    pub log_retention_hours: u64,
 }
 
 impl Default for OutboxConfig {
@@ -382,6 +385,7 @@ impl Default for OutboxConfig {
             retention_secs: 3_600,
             prune_interval_secs: 60,
             prune_batch: 1_000,
+            log_retention_hours: 7 * 24,
         }
     }
 }

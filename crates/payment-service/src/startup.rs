@@ -26,7 +26,7 @@ use payment_infra::kafka::{
 };
 use payment_infra::mariadb::{
     self, DatabaseProbe, MariaDbBookings, MariaDbIdempotencyKeys, MariaDbPaymentRepository,
-    OutboxPruner,
+    OutboxPruner, OutboxTable,
 };
 use payment_infra::outbox::{OutboxRelay, RelaySettings};
 use payment_infra::toss::{TossGateway, TossSettings};
@@ -58,8 +58,9 @@ struct Workers {
     provision: Option<Provision>,
     inbound: InboundWorker,
     relay: Option<OutboxRelay>,
-    /// Debezium mode only: deletes the outbox rows Debezium has long captured.
-    prune_outbox: Option<Periodic<OutboxPruner>>,
+    /// Deletes old `outbox_log` rows and, in debezium mode only, the outbox
+    /// rows Debezium has long captured.
+    prune_outbox: Vec<Periodic<OutboxPruner>>,
     reconciler: Periodic<Reconciler<MariaDbPaymentRepository, ConfiguredGateway>>,
     expiry: Periodic<ExpirePayments<MariaDbPaymentRepository>>,
     prune: Periodic<PruneKeys>,
@@ -271,14 +272,23 @@ impl Application {
             )),
             RelayKind::Debezium => None,
         };
-        let prune_outbox = (config.outbox.relay == RelayKind::Debezium).then(|| Periodic {
-            job: OutboxPruner::new(
-                pool.clone(),
-                Duration::from_secs(config.outbox.retention_secs),
-                config.outbox.prune_batch,
-            ),
-            interval: Duration::from_secs(config.outbox.prune_interval_secs),
-        });
+        let log_retention = config.outbox.log_retention_hours.saturating_mul(3_600);
+        let mut prune_outbox = vec![(OutboxTable::Log, log_retention)];
+        if config.outbox.relay == RelayKind::Debezium {
+            prune_outbox.push((OutboxTable::Outbox, config.outbox.retention_secs));
+        }
+        let prune_outbox = prune_outbox
+            .into_iter()
+            .map(|(table, retention_secs)| Periodic {
+                job: OutboxPruner::new(
+                    pool.clone(),
+                    table,
+                    Duration::from_secs(retention_secs),
+                    config.outbox.prune_batch,
+                ),
+                interval: Duration::from_secs(config.outbox.prune_interval_secs),
+            })
+            .collect();
         let provision = config.kafka.create_topics.then(|| Provision {
             topics: vec![
                 topics.order_placed.clone(),
@@ -483,7 +493,7 @@ impl Workers {
             let job = Arc::clone(&expiry_job);
             async move { job.run_once().await }
         });
-        if let Some(prune_outbox) = prune_outbox {
+        for prune_outbox in prune_outbox {
             let job = Arc::new(prune_outbox.job);
             spawn_periodic(
                 &mut set,

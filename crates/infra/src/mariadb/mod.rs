@@ -17,7 +17,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::MySqlPool;
 
 pub use idempotency::MariaDbIdempotencyKeys;
-pub use outbox_prune::OutboxPruner;
+pub use outbox_prune::{OutboxPruner, OutboxTable};
 pub use projection::{Folded, ProjectionRebuild};
 pub use repository::MariaDbPaymentRepository;
 pub use saga::MariaDbBookings;

@@ -1,16 +1,17 @@
-//! Debezium relay mode: the service only writes outbox rows and prunes the
-//! old ones (docs/operations.md, "Processes and relays").
+//! Pruning by age, of the two tables of outbound messages.
 //!
+//! `outbox`, in debezium relay mode: the service only writes its rows and
+//! prunes the old ones (docs/operations.md, "Processes and relays").
 //! Debezium reads the binlog, not the table: a row's INSERT is captured from
 //! the binlog whenever the connector gets there, whether or not the row is
 //! still in the table, and the router drops the DELETE
 //! (`tombstones.on.delete=false`: nothing is published). So deleting rows by
 //! age never loses an event, even while Connect is down; the retention only
-//! keeps recent rows at hand for inspection (`outbox replay` reads
-//! `outbox_log`, which keeps every message).
+//! keeps recent rows at hand for inspection. In embedded mode the outbox is
+//! never pruned: the relay deletes each row once the broker acked it.
 //!
-//! In embedded mode this never runs: the relay deletes each row once the
-//! broker acked it.
+//! `outbox_log`, in both modes: every message, kept for `outbox replay`
+//! for as long as its retention says (days, not hours).
 //!
 //! Each statement deletes at most one batch, by primary-key range: the head
 //! of the table in `seq` order is read without locks, and only its prefix of
@@ -28,19 +29,41 @@ use sqlx::MySqlPool;
 
 use super::errors::SqlContext as _;
 
-/// Deletes outbox rows older than `retention`, `batch` rows per statement.
+/// The append-only tables of outbound messages that are pruned by age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxTable {
+    /// `outbox`: in debezium mode only (the embedded relay deletes what it
+    /// published).
+    Outbox,
+    /// `outbox_log`: every message, kept for `outbox replay`, in both modes.
+    Log,
+}
+
+impl OutboxTable {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Outbox => "outbox",
+            Self::Log => "outbox_log",
+        }
+    }
+}
+
+/// Deletes rows of one [`OutboxTable`] older than `retention`, `batch` rows
+/// per statement.
 #[derive(Debug, Clone)]
 pub struct OutboxPruner {
     pool: MySqlPool,
+    table: OutboxTable,
     retention: Duration,
     batch: u32,
 }
 
 impl OutboxPruner {
     #[must_use]
-    pub const fn new(pool: MySqlPool, retention: Duration, batch: u32) -> Self {
+    pub const fn new(pool: MySqlPool, table: OutboxTable, retention: Duration, batch: u32) -> Self {
         Self {
             pool,
+            table,
             retention,
             batch,
         }
@@ -58,12 +81,14 @@ impl OutboxPruner {
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut pruned = 0;
         loop {
-            let head: Vec<(u64, DateTime<Utc>)> =
-                sqlx::query_as("SELECT seq, created_at FROM outbox ORDER BY seq LIMIT ?")
-                    .bind(self.batch)
-                    .fetch_all(&self.pool)
-                    .await
-                    .store_context("read the outbox head")?;
+            let table = self.table.name();
+            let head: Vec<(u64, DateTime<Utc>)> = sqlx::query_as(&format!(
+                "SELECT seq, created_at FROM {table} ORDER BY seq LIMIT ?"
+            ))
+            .bind(self.batch)
+            .fetch_all(&self.pool)
+            .await
+            .store_context("read the head of an outbox table")?;
             let old = head
                 .iter()
                 .take_while(|(_, created_at)| *created_at < cutoff)
@@ -71,13 +96,15 @@ impl OutboxPruner {
             let Some(&(last, _)) = old.checked_sub(1).and_then(|i| head.get(i)) else {
                 return Ok(pruned);
             };
-            let deleted = sqlx::query("DELETE FROM outbox WHERE seq <= ? AND created_at < ?")
-                .bind(last)
-                .bind(cutoff)
-                .execute(&self.pool)
-                .await
-                .store_context("prune outbox")?
-                .rows_affected();
+            let deleted = sqlx::query(&format!(
+                "DELETE FROM {table} WHERE seq <= ? AND created_at < ?"
+            ))
+            .bind(last)
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .store_context("prune an outbox table")?
+            .rows_affected();
             pruned += usize::try_from(deleted).unwrap_or(usize::MAX);
             if old < head.len() || head.len() < self.batch as usize {
                 return Ok(pruned);
