@@ -22,6 +22,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n== test.sh: %s (%(%H:%M:%S)T)\n' "$1" -1 >&2; }
 
+# The cargo test runs' output, for the closing count.
+RESULTS="$(mktemp)"
+trap 'rm -f "$RESULTS"' EXIT
+counted() { "$@" 2>&1 | tee -a "$RESULTS"; }
+
 step "local stack"
 scripts/stack.sh up
 step "Debezium"
@@ -32,14 +37,21 @@ source .stack/env
 source .stack/debezium/env
 export PAYMENT_TEST_REQUIRE_DEBEZIUM=1
 
-step "cargo test --workspace $*"
-cargo test --workspace "$@"
-[[ $# -eq 0 ]] || exit 0
+# With arguments, exactly the cargo test they name (`--workspace` would
+# override a `-p`).
+args=("$@")
+[[ $# -gt 0 ]] || args=(--workspace)
+step "cargo test ${args[*]}"
+counted cargo test "${args[@]}"
 
-step "docker compose stack, one order through Debezium"
-DOCKER_E2E_DOWN=1 scripts/docker-e2e.sh debezium
-step "end-to-end suite through testcontainers"
-scripts/test-containers.sh
-step "schemathesis"
-scripts/api-fuzz.sh
-step "done"
+if [[ $# -eq 0 ]]; then
+    step "docker compose stack, one order through Debezium"
+    DOCKER_E2E_DOWN=1 scripts/docker-e2e.sh debezium
+    step "end-to-end suite through testcontainers"
+    counted scripts/test-containers.sh
+    step "schemathesis"
+    scripts/api-fuzz.sh
+    step "done"
+fi
+awk '/^test result:/ { p += $4; f += $6; s += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$RESULTS"
