@@ -189,7 +189,7 @@ impl Authenticator {
         });
         let mut last = "no key for the token's algorithm and key id".to_owned();
         for candidate in candidates {
-            match jsonwebtoken::decode::<Claims>(token, &candidate.key, &validation) {
+            match jsonwebtoken::decode::<Verified>(token, &candidate.key, &validation) {
                 Ok(data) => return Caller::from_claims(data.claims),
                 Err(error) => last = error.to_string(),
             }
@@ -249,9 +249,21 @@ fn public_keys(text: &str) -> Result<Vec<VerifyingKey>, String> {
         .collect()
 }
 
-/// The claims the service reads (the rest are checked by the verifier or
-/// ignored).
-#[derive(Debug, Serialize, Deserialize)]
+/// What the service reads of a verified token. `exp`, `nbf`, `iss` and `aud`
+/// are checked by `jsonwebtoken`'s [`Validation`] alone, which reads `aud` as
+/// a string or an array of strings (RFC 7519 §4.1.3); other claims are
+/// ignored.
+#[derive(Debug, Deserialize)]
+struct Verified {
+    sub: String,
+    /// Space-separated scopes.
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// The claims of the tokens the service signs itself (the dev token,
+/// tests); verification reads tokens more leniently ([`Verified`]).
+#[derive(Debug, Serialize)]
 pub struct Claims {
     pub sub: String,
     /// Space-separated scopes.
@@ -284,7 +296,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn from_claims(claims: Claims) -> Result<Self, String> {
+    fn from_claims(claims: Verified) -> Result<Self, String> {
         let user = UserId::parse(claims.sub).map_err(|e| format!("sub: {e}"))?;
         let admin = claims
             .scope
@@ -498,6 +510,31 @@ mod tests {
             .is_err());
         good.aud = Some("someone-else".into());
         assert!(auth.verify(&hs256_token(SECRET, &good).unwrap()).is_err());
+    }
+
+    #[test]
+    fn an_audience_array_is_accepted_when_it_names_ours() {
+        let auth = hs256(Some("https://idp"), Some("payment-service"));
+        let token = |aud: serde_json::Value| {
+            let claims = serde_json::json!({
+                "sub": "u", "exp": now() + 300, "iss": "https://idp", "aud": aud,
+            });
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap()
+        };
+        let caller = auth
+            .verify(&token(serde_json::json!(["other", "payment-service"])))
+            .unwrap();
+        assert_eq!(caller.owner().map(UserId::as_str), Some("u"));
+        assert!(auth.verify(&token(serde_json::json!(["other"]))).is_err());
+        assert!(auth.verify(&token(serde_json::json!([]))).is_err());
+        // Without a configured audience, any `aud` (or none) is fine.
+        let open = hs256(None, None);
+        assert!(open.verify(&token(serde_json::json!(["other"]))).is_ok());
     }
 
     #[test]
