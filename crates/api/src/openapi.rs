@@ -144,13 +144,17 @@ mod tests {
         assert_eq!(answered["minimum"], 0);
         assert_eq!(answered["maximum"], 999_999_999_999_999_u64);
 
+        // Whole amounts as JSON integers, decimals as strings: both forms
+        // are bounded exactly, with no float arithmetic (no `multipleOf`).
         let accepted = &schemas["AmountInput"]["oneOf"];
-        assert_eq!(accepted[0]["type"], "number");
+        assert_eq!(accepted[0]["type"], "integer");
+        assert_eq!(accepted[0]["minimum"], 0);
         assert_eq!(accepted[0]["maximum"], 999_999_999_999_999_u64);
+        assert!(accepted[0].get("multipleOf").is_none(), "{accepted}");
         assert_eq!(accepted[1]["type"], "string");
         let pattern = accepted[1]["pattern"].as_str().unwrap();
         assert_eq!(pattern, r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,2}0*)?$");
-        assert_eq!(accepted[0]["multipleOf"], 0.01);
+        assert!(!doc.to_string().contains(r#""multipleOf":"#));
         // The confirm body and query, and the cancel body, take AmountInput.
         let takes_amount_input = |schema: &Value| {
             assert!(
