@@ -171,4 +171,50 @@ mod tests {
             .unwrap();
         takes_amount_input(parameters.iter().find(|p| p["name"] == "amount").unwrap());
     }
+
+    /// The error responses of every operation but the ops ones are written
+    /// from `ProblemCode`: each names codes of its own status, described by
+    /// their `doc`, and every operation can answer a failure of ours.
+    #[test]
+    fn every_error_response_is_written_from_problem_codes() {
+        use crate::problem::{describe, ProblemCode, ALL};
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                if operation["tags"][0] == "ops" {
+                    continue;
+                }
+                let mut answered = Vec::new();
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    if status.as_str() < "400" {
+                        continue;
+                    }
+                    let at = format!("{method} {path} {status}");
+                    let schema = &response["content"]["application/problem+json"]["schema"];
+                    assert_eq!(
+                        schema["allOf"][0]["$ref"], "#/components/schemas/ProblemDoc",
+                        "{at}: {response}"
+                    );
+                    let codes: Vec<ProblemCode> = schema["allOf"][1]["properties"]["code"]["enum"]
+                        .as_array()
+                        .unwrap_or_else(|| panic!("{at}: no code enum"))
+                        .iter()
+                        .map(|code| {
+                            *ALL.iter()
+                                .find(|known| known.as_str() == code)
+                                .unwrap_or_else(|| panic!("{at}: {code} is no ProblemCode"))
+                        })
+                        .collect();
+                    for code in &codes {
+                        assert_eq!(code.status().as_str(), status, "{at}: {code:?}");
+                    }
+                    assert_eq!(response["description"], describe(&codes), "{at}");
+                    answered.extend(codes);
+                }
+                for ours in [ProblemCode::InternalError, ProblemCode::ServiceUnavailable] {
+                    assert!(answered.contains(&ours), "{method} {path}: no {ours:?}");
+                }
+            }
+        }
+    }
 }
