@@ -217,4 +217,57 @@ mod tests {
             }
         }
     }
+
+    /// `/api/v1/**` is behind the `bearer` scheme: each of its operations
+    /// names it (with `payments:admin` or no scope) and declares 401, and
+    /// 403 exactly when it needs the scope; nothing else names a scheme.
+    /// (`tests/tests/auth.rs` checks the server enforces what is declared.)
+    #[test]
+    fn the_bearer_scheme_and_each_operation_scope_are_declared() {
+        let doc = document();
+        let scheme = &doc["components"]["securitySchemes"]["bearer"];
+        assert_eq!(scheme["type"], "http");
+        assert_eq!(scheme["scheme"], "bearer");
+        assert_eq!(scheme["bearerFormat"], "JWT");
+        let mut scopes = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let security = &operation["security"];
+                let responses = &operation["responses"];
+                if !path.starts_with("/api/v1/") {
+                    assert!(security.is_null(), "{method} {path}: {security}");
+                    continue;
+                }
+                assert_eq!(
+                    security.as_array().map(Vec::len),
+                    Some(1),
+                    "{method} {path}"
+                );
+                let scope = &security[0]["bearer"];
+                let admin = match scope.as_array().unwrap().as_slice() {
+                    [] => false,
+                    [only] if only == crate::ADMIN_SCOPE => true,
+                    other => panic!("{method} {path}: scopes {other:?}"),
+                };
+                assert!(responses["401"].is_object(), "{method} {path}");
+                assert_eq!(responses["403"].is_object(), admin, "{method} {path}");
+                scopes.push((format!("{method} {path}"), admin));
+            }
+        }
+        scopes.sort();
+        let admin_only: Vec<&str> = scopes
+            .iter()
+            .filter(|(_, admin)| *admin)
+            .map(|(operation, _)| operation.as_str())
+            .collect();
+        assert_eq!(scopes.len(), 6, "{scopes:?}");
+        assert_eq!(
+            admin_only,
+            [
+                "get /api/v1/payments/{payment_id}/events",
+                "get /api/v1/payments/{payment_id}/transactions",
+                "post /api/v1/payments/{payment_id}/cancel",
+            ]
+        );
+    }
 }
