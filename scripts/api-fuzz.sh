@@ -4,13 +4,16 @@
 # checks every answer against it: no 5xx, schema-valid requests accepted,
 # schema-invalid ones rejected, answers as documented, statuses and
 # content types declared, auth enforced. Deterministic: a fixed seed and a
-# bounded number of examples per operation.
+# bounded number of examples per operation. schemathesis runs its default
+# phases: examples, coverage, fuzzing, and stateful, which chains
+# operations along the document's response links (an order's payments to
+# a payment, its trail and its cancel; a confirm to the payment).
 #
 #   scripts/api-fuzz.sh                 # starts its own service (see below)
 #   API_FUZZ_URL=http://127.0.0.1:8087 API_FUZZ_TOKEN=<admin JWT> scripts/api-fuzz.sh
 #
 # Without API_FUZZ_URL it brings the local stack up, starts the service
-# (debug build, fake gateway, a scratch database `payment_fuzz` and topics
+# (debug build, in CARGO_TARGET_DIR when set; fake gateway, a scratch database `payment_fuzz` and topics
 # of its own, a random HS256 secret) on a free port and runs two passes:
 # first with no data (scripts/api-fuzz.toml: every operation held to the
 # default rules), then with three orders seeded through the order topic as
@@ -64,7 +67,9 @@ if [[ -z "${API_FUZZ_URL:-}" ]]; then
     # shellcheck source=/dev/null
     source .stack/env
     cargo build --locked -q -p payment-service --bins
-    bin=target/debug/payment-service
+    # Where cargo put them: a shared CARGO_TARGET_DIR, or ./target.
+    debug="${CARGO_TARGET_DIR:-target}/debug"
+    bin="$debug/payment-service"
 
     mariadb -h127.0.0.1 -uroot -e 'DROP DATABASE IF EXISTS payment_fuzz; CREATE DATABASE payment_fuzz'
     run_id="fuzz-$$-$(date +%s)"
@@ -95,7 +100,7 @@ if [[ -z "${API_FUZZ_URL:-}" ]]; then
     # half of the time, so they reach a payment, not only 404s.
     mkdir -p .stack/api-fuzz
     # (schemathesis dictionary files: one quoted string a line)
-    target/debug/sample-orders --count 3 --amount 15000 | cut -f1 > .stack/api-fuzz/orders
+    "$debug/sample-orders" --count 3 --amount 15000 | cut -f1 > .stack/api-fuzz/orders
     : > .stack/api-fuzz/payments.txt
     while read -r order; do
         for _ in $(seq 300); do
