@@ -4,20 +4,27 @@
 # checks every answer against it: no 5xx, schema-valid requests accepted,
 # schema-invalid ones rejected, answers as documented, statuses and
 # content types declared, auth enforced. Deterministic: a fixed seed and a
-# bounded number of examples per operation.
+# bounded number of examples per operation. schemathesis runs its default
+# phases: examples, coverage, fuzzing, and stateful, which chains
+# operations along the document's response links (an order's payments to
+# a payment, its trail and its cancel; a confirm to the payment).
 #
 #   scripts/api-fuzz.sh                 # starts its own service (see below)
 #   API_FUZZ_URL=http://127.0.0.1:8087 API_FUZZ_TOKEN=<admin JWT> scripts/api-fuzz.sh
 #
 # Without API_FUZZ_URL it brings the local stack up, starts the service
-# (debug build, fake gateway, a scratch database `payment_fuzz` and topics
-# of its own, a random HS256 secret) on a free port and runs two passes:
-# first with no data (scripts/api-fuzz.toml: every operation held to the
-# default rules), then with three orders seeded through the order topic as
-# the README does (sample-orders) and their ids offered to the fuzzer
-# (scripts/api-fuzz-seeded.toml); it stops the service afterwards. With
-# API_FUZZ_URL, one pass against that service. Extra arguments go to
-# `schemathesis run`.
+# (debug build, in CARGO_TARGET_DIR when set; fake gateway, a scratch
+# database `payment_fuzz` and topics of its own, a random HS256 secret) on a
+# free port and runs three passes: first with no data (scripts/api-fuzz.toml:
+# every operation held to the default rules); then, with three orders seeded
+# through the order topic as the README does (sample-orders) and their ids
+# offered to the fuzzer (scripts/api-fuzz-seeded.toml), every phase but the
+# stateful one; last the stateful phase alone, with five fresh payments
+# confirmed first, so that a cancel (the one operation schemathesis starts
+# chains from: it reads `orderId` as a reference to an "Order" that no
+# operation returns) can succeed and lead on along the links. It stops the
+# service afterwards. With API_FUZZ_URL, one pass against that service.
+# Extra arguments go to `schemathesis run`.
 # Env: API_FUZZ_SEED (default 1), API_FUZZ_MAX_EXAMPLES (default 30).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -50,6 +57,37 @@ fuzz() {
         "$@"
 }
 
+# seed COUNT ready|confirmed: places COUNT orders on the order topic (as the
+# README does), waits for their payments, confirms each when asked (the
+# fake gateway approves), and writes the orders and payments as schemathesis
+# dictionaries (one quoted string a line) that scripts/api-fuzz-seeded.toml
+# lets the reads and the cancel draw half of the time, so they reach a
+# payment, not only 404s.
+seed() {
+    local count=$1 state=$2 order payment
+    mkdir -p .stack/api-fuzz
+    "$debug/sample-orders" --count "$count" --amount 15000 | cut -f1 > .stack/api-fuzz/orders
+    : > .stack/api-fuzz/payments.txt
+    while read -r order; do
+        payment=""
+        for _ in $(seq 300); do
+            payment="$(curl -fsS -H "Authorization: Bearer $API_FUZZ_TOKEN" \
+                "$API_FUZZ_URL/api/v1/payments?orderId=$order" | python3 -c 'import json,sys; print(next((p["paymentId"] for p in json.load(sys.stdin)), ""))')"
+            [[ -n "$payment" ]] && break
+            sleep 0.2
+        done
+        [[ -n "$payment" ]] || { echo "api-fuzz: no payment for seeded order $order" >&2; exit 1; }
+        if [[ $state == confirmed ]]; then
+            curl -fsS -o /dev/null -H "Authorization: Bearer $API_FUZZ_TOKEN" \
+                -H 'content-type: application/json' \
+                -d "{\"paymentKey\":\"tgen_fuzz_$payment\",\"orderId\":\"$order\",\"amount\":15000}" \
+                "$API_FUZZ_URL/api/v1/payments/confirm"
+        fi
+        echo "\"$payment\"" >> .stack/api-fuzz/payments.txt
+    done < .stack/api-fuzz/orders
+    sed 's/.*/"&"/' .stack/api-fuzz/orders > .stack/api-fuzz/orders.txt
+}
+
 service_pid=""
 stop_service() {
     if [[ -n "$service_pid" ]]; then
@@ -64,7 +102,9 @@ if [[ -z "${API_FUZZ_URL:-}" ]]; then
     # shellcheck source=/dev/null
     source .stack/env
     cargo build --locked -q -p payment-service --bins
-    bin=target/debug/payment-service
+    # Where cargo put them: a shared CARGO_TARGET_DIR, or ./target.
+    debug="${CARGO_TARGET_DIR:-target}/debug"
+    bin="$debug/payment-service"
 
     mariadb -h127.0.0.1 -uroot -e 'DROP DATABASE IF EXISTS payment_fuzz; CREATE DATABASE payment_fuzz'
     run_id="fuzz-$$-$(date +%s)"
@@ -88,28 +128,14 @@ if [[ -z "${API_FUZZ_URL:-}" ]]; then
         sleep 0.2
     done
     API_FUZZ_TOKEN="$("$bin" dev-token --sub api-fuzz --scope payments:admin --ttl-secs 3600)"
-    echo "api-fuzz: pass 1 of 2, no data: every operation held to the default rules" >&2
+    echo "api-fuzz: pass 1 of 3, no data: every operation held to the default rules" >&2
     fuzz scripts/api-fuzz.toml "$@"
-    # Seed data the way the README does (orders placed on the order topic);
-    # scripts/api-fuzz.toml lets the reads and the cancel draw these ids
-    # half of the time, so they reach a payment, not only 404s.
-    mkdir -p .stack/api-fuzz
-    # (schemathesis dictionary files: one quoted string a line)
-    target/debug/sample-orders --count 3 --amount 15000 | cut -f1 > .stack/api-fuzz/orders
-    : > .stack/api-fuzz/payments.txt
-    while read -r order; do
-        for _ in $(seq 300); do
-            payment="$(curl -fsS -H "Authorization: Bearer $API_FUZZ_TOKEN" \
-                "$API_FUZZ_URL/api/v1/payments?orderId=$order" | python3 -c 'import json,sys; print(next((p["paymentId"] for p in json.load(sys.stdin)), ""))')"
-            [[ -n "$payment" ]] && break
-            sleep 0.2
-        done
-        [[ -n "$payment" ]] || { echo "api-fuzz: no payment for seeded order $order" >&2; exit 1; }
-        echo "\"$payment\"" >> .stack/api-fuzz/payments.txt
-    done < .stack/api-fuzz/orders
-    sed 's/.*/"&"/' .stack/api-fuzz/orders > .stack/api-fuzz/orders.txt
-    echo "api-fuzz: pass 2 of 2, seeded orders and payments" >&2
-    fuzz scripts/api-fuzz-seeded.toml "$@"
+    echo "api-fuzz: pass 2 of 3, seeded orders and READY payments" >&2
+    seed 3 ready
+    fuzz scripts/api-fuzz-seeded.toml --phases examples,coverage,fuzzing "$@"
+    echo "api-fuzz: pass 3 of 3, stateful, from fresh approved payments" >&2
+    seed 5 confirmed
+    fuzz scripts/api-fuzz-seeded.toml --phases stateful "$@"
     exit 0
 fi
 

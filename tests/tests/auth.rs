@@ -229,6 +229,79 @@ async fn a_user_reads_and_confirms_only_their_own_payments_and_cannot_cancel(
     assert_eq!(any.status(), 200);
 }
 
+/// The OpenAPI document declares the `bearer` scheme and, per `/api/v1`
+/// operation, the scope the server enforces: without a token each answers
+/// 401; with a token of a user without scopes, exactly those that list
+/// `payments:admin` answer 403.
+#[sqlx::test(migrations = false)]
+async fn the_openapi_document_declares_the_scope_each_operation_enforces(
+    _: MySqlPoolOptions,
+    db: MySqlConnectOptions,
+) {
+    let app = spawn_app(&db, json!({})).await;
+    let document: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let scheme = &document["components"]["securitySchemes"]["bearer"];
+    assert_eq!(
+        (&scheme["type"], &scheme["scheme"]),
+        (&json!("http"), &json!("bearer"))
+    );
+    let anonymous = http_client(None);
+    let user = http_client(Some(&token(OWNER, Some("openid"))));
+    let some_id = "0190f5d4-8c1e-7a3b-9f00-000000000003";
+    let mut checked = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        if !path.starts_with("/api/v1/") {
+            continue;
+        }
+        for (method, operation) in item.as_object().unwrap() {
+            let at = format!("{method} {path}");
+            let scopes = operation["security"][0]["bearer"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{at} declares no bearer requirement"));
+            let admin_only = scopes.iter().any(|s| s == payment_api::ADMIN_SCOPE);
+            let url = format!("{}{}", app.address, path.replace("{payment_id}", some_id));
+            let send = |client: &reqwest::Client| {
+                let request = client.request(
+                    reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                    &url,
+                );
+                match method.as_str() {
+                    "post" => request
+                        .header("idempotency-key", "openapi-scope")
+                        .json(&json!({ "cancelReason": "scope check" })),
+                    _ => request.query(&[("orderId", "order-scope")]),
+                }
+                .send()
+            };
+            problem(send(&anonymous).await.unwrap(), 401, "UNAUTHENTICATED").await;
+            let as_user = send(&user).await.unwrap();
+            if admin_only {
+                problem(as_user, 403, "INSUFFICIENT_SCOPE").await;
+            } else {
+                let status = as_user.status().as_u16();
+                assert!(![401, 403].contains(&status), "{at}: {status} for a user");
+            }
+            checked.push((at, admin_only));
+        }
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        [
+            ("get /api/v1/payments".to_owned(), false),
+            ("get /api/v1/payments/{payment_id}".to_owned(), false),
+            ("get /api/v1/payments/{payment_id}/events".to_owned(), true),
+            (
+                "get /api/v1/payments/{payment_id}/transactions".to_owned(),
+                true
+            ),
+            ("post /api/v1/payments/confirm".to_owned(), false),
+            ("post /api/v1/payments/{payment_id}/cancel".to_owned(), true),
+        ]
+    );
+    app.stop().await.unwrap();
+}
+
 #[sqlx::test(migrations = false)]
 async fn redirects_the_webhook_and_ops_need_no_token(
     pool_options: MySqlPoolOptions,

@@ -189,7 +189,7 @@ impl Authenticator {
         });
         let mut last = "no key for the token's algorithm and key id".to_owned();
         for candidate in candidates {
-            match jsonwebtoken::decode::<Claims>(token, &candidate.key, &validation) {
+            match jsonwebtoken::decode::<Verified>(token, &candidate.key, &validation) {
                 Ok(data) => return Caller::from_claims(data.claims),
                 Err(error) => last = error.to_string(),
             }
@@ -249,9 +249,21 @@ fn public_keys(text: &str) -> Result<Vec<VerifyingKey>, String> {
         .collect()
 }
 
-/// The claims the service reads (the rest are checked by the verifier or
-/// ignored).
-#[derive(Debug, Serialize, Deserialize)]
+/// What the service reads of a verified token. `exp`, `nbf`, `iss` and `aud`
+/// are checked by `jsonwebtoken`'s [`Validation`] alone, which reads `aud` as
+/// a string or an array of strings (RFC 7519 §4.1.3); other claims are
+/// ignored.
+#[derive(Debug, Deserialize)]
+struct Verified {
+    sub: String,
+    /// Space-separated scopes.
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// The claims of the tokens the service signs itself (the dev token,
+/// tests); verification reads tokens more leniently ([`Verified`]).
+#[derive(Debug, Serialize)]
 pub struct Claims {
     pub sub: String,
     /// Space-separated scopes.
@@ -284,7 +296,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn from_claims(claims: Claims) -> Result<Self, String> {
+    fn from_claims(claims: Verified) -> Result<Self, String> {
         let user = UserId::parse(claims.sub).map_err(|e| format!("sub: {e}"))?;
         let admin = claims
             .scope
@@ -501,6 +513,31 @@ mod tests {
     }
 
     #[test]
+    fn an_audience_array_is_accepted_when_it_names_ours() {
+        let auth = hs256(Some("https://idp"), Some("payment-service"));
+        let token = |aud: serde_json::Value| {
+            let claims = serde_json::json!({
+                "sub": "u", "exp": now() + 300, "iss": "https://idp", "aud": aud,
+            });
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap()
+        };
+        let caller = auth
+            .verify(&token(serde_json::json!(["other", "payment-service"])))
+            .unwrap();
+        assert_eq!(caller.owner().map(UserId::as_str), Some("u"));
+        assert!(auth.verify(&token(serde_json::json!(["other"]))).is_err());
+        assert!(auth.verify(&token(serde_json::json!([]))).is_err());
+        // Without a configured audience, any `aud` (or none) is fine.
+        let open = hs256(None, None);
+        assert!(open.verify(&token(serde_json::json!(["other"]))).is_ok());
+    }
+
+    #[test]
     fn without_a_key_or_with_a_short_secret_nothing_starts() {
         assert!(matches!(
             Authenticator::new(AuthSettings::default()),
@@ -597,6 +634,80 @@ mod tests {
         assert!(auth.verify(&es256(&second, Some("k2"), "u2")).is_ok());
         assert!(auth.verify(&es256(&second, None, "u2")).is_ok());
         assert!(auth.verify(&es256(&first, Some("k2"), "u1")).is_err());
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// A fresh 2048-bit RSA key pair: its PKCS#1 DER (to sign) and its
+    /// public key. `ring` cannot generate RSA keys; `rsa` (already in the
+    /// dependency graph, through sqlx's MySQL driver) can.
+    fn rsa_pair() -> (Vec<u8>, rsa::RsaPublicKey) {
+        use rsa::pkcs1::EncodeRsaPrivateKey as _;
+        let private = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let der = private.to_pkcs1_der().unwrap().as_bytes().to_vec();
+        (der, private.to_public_key())
+    }
+
+    fn rs256(der: &[u8], kid: Option<&str>, sub: &str) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = kid.map(Into::into);
+        jsonwebtoken::encode(&header, &claims(sub, None), &EncodingKey::from_rsa_der(der)).unwrap()
+    }
+
+    #[test]
+    fn rs256_tokens_verify_with_a_pem_public_key_or_a_jwks_and_nothing_else_does() {
+        use base64::Engine as _;
+        use rsa::pkcs1::EncodeRsaPublicKey as _;
+        use rsa::pkcs8::{EncodePublicKey as _, LineEnding};
+        use rsa::traits::PublicKeyParts as _;
+        // One key pair (generating one takes seconds in a debug build); a
+        // token carrying another token's signature stands for a wrong key.
+        let (private, public) = rsa_pair();
+        let forged = {
+            let token = rs256(&private, None, "u-rs");
+            let other = rs256(&private, None, "admin");
+            let (body, _) = token.rsplit_once('.').unwrap();
+            let (_, signature) = other.rsplit_once('.').unwrap();
+            format!("{body}.{signature}")
+        };
+
+        // PEM: a SubjectPublicKeyInfo (`PUBLIC KEY`) and a PKCS#1 (`RSA
+        // PUBLIC KEY`) block each verify.
+        for (name, pem_text) in [
+            (
+                "auth-rs256-spki.pem",
+                public.to_public_key_pem(LineEnding::LF).unwrap(),
+            ),
+            (
+                "auth-rs256-pkcs1.pem",
+                public.to_pkcs1_pem(LineEnding::LF).unwrap(),
+            ),
+        ] {
+            let path = keys_file(name, &pem_text);
+            let auth = with_keys(&path);
+            let caller = auth.verify(&rs256(&private, None, "u-rs")).unwrap();
+            assert_eq!(caller.owner().map(UserId::as_str), Some("u-rs"));
+            // A forged signature, an ES256 token, and an HS256 token
+            // "signed" with the public key's text are refused.
+            assert!(auth.verify(&forged).is_err());
+            assert!(auth.verify(&es256(&p256().0, None, "u-rs")).is_err());
+            let confused = hs256_token(pem_text.as_bytes(), &claims("u-rs", Some(ADMIN_SCOPE)));
+            assert!(auth.verify(&confused.unwrap()).is_err());
+            std::fs::remove_file(path).unwrap();
+        }
+
+        // JWKS: the key by its modulus and exponent; the kid picks it.
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let set = serde_json::json!({ "keys": [{
+            "kty": "RSA", "kid": "r1", "use": "sig", "alg": "RS256",
+            "n": b64.encode(public.n().to_bytes_be()),
+            "e": b64.encode(public.e().to_bytes_be()),
+        }]});
+        let path = keys_file("auth-rs256.jwks", &set.to_string());
+        let auth = with_keys(&path);
+        assert!(auth.verify(&rs256(&private, Some("r1"), "u-rs")).is_ok());
+        assert!(auth.verify(&rs256(&private, None, "u-rs")).is_ok());
+        assert!(auth.verify(&rs256(&private, Some("r2"), "u-rs")).is_err());
+        assert!(auth.verify(&forged).is_err());
         std::fs::remove_file(path).unwrap();
     }
 

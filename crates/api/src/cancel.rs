@@ -23,7 +23,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::auth::Admin;
-use crate::problem::{FieldError, Problem, ProblemCode};
+use crate::problem::{problems, FieldError, Problem};
 use crate::view::PaymentView;
 
 /// The cancel use case and the idempotency keys it is guarded by.
@@ -58,7 +58,13 @@ pub(crate) struct CancelBody {
     cancel_amount: Option<Value>,
 }
 
-/// Cancels (part of) a payment.
+problems!(
+    /// What a cancel may answer besides the payment.
+    CancelProblems: ADMIN, INVALID, IDEMPOTENCY, CANCEL, STORE
+);
+
+/// Cancels (part of) a payment. A `SERVICE_UNAVAILABLE` answer frees the
+/// `Idempotency-Key`; every other answer is replayed for it.
 #[utoipa::path(
     post, path = "/api/v1/payments/{payment_id}/cancel", tag = "payments", request_body = CancelBody, security(("bearer" = ["payments:admin"])),
     params(
@@ -68,15 +74,7 @@ pub(crate) struct CancelBody {
     responses(
         (status = 200, description = "Canceled: the payment after the refund", body = PaymentView),
         (status = 202, description = "The PG's answer is not known yet; settled by the reconciler", body = PaymentView),
-        (status = 400, description = "`IDEMPOTENCY_KEY_REQUIRED` or `INVALID_REQUEST` (field errors)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "`UNAUTHENTICATED`: no or an invalid bearer token", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "The RFC 6750 `Bearer` challenge"))),
-        (status = 403, description = "`INSUFFICIENT_SCOPE`: this needs `payments:admin`", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
-        (status = 402, description = "`CANCEL_DECLINED`: the PG refused, with its `pgCode`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "`PAYMENT_NOT_CANCELABLE` (its state) or `IDEMPOTENCY_KEY_IN_USE` (the first request still runs)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "`NOT_CANCELABLE_AMOUNT` (above what is left; the PG was not called) or `IDEMPOTENCY_KEY_REUSED` (same key, other body)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 500, description = "`INTERNAL_ERROR`: logged for an operator", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "`SERVICE_UNAVAILABLE`; the key is freed", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        CancelProblems,
     )
 )]
 #[tracing::instrument(name = "cancel", skip_all, fields(payment_id = %raw_id))]
@@ -92,11 +90,7 @@ pub(crate) async fn cancel<R: PaymentRepository, G: PaymentGateway, K: Idempoten
         .and_then(|v| v.to_str().ok())
         .filter(|k| (1..=255).contains(&k.len()))
     else {
-        return Problem::new(
-            ProblemCode::IdempotencyKeyRequired,
-            "send a unique Idempotency-Key (1-255 characters) with every cancel",
-        )
-        .into_response();
+        return Problem::idempotency_key_required().into_response();
     };
     if PaymentId::from_str(&raw_id).is_err() {
         // Names no payment, so it can change nothing: answered (400) without
@@ -109,20 +103,8 @@ pub(crate) async fn cancel<R: PaymentRepository, G: PaymentGateway, K: Idempoten
     match state.keys.claim(&scope, key, &fingerprint).await {
         Ok(KeyClaim::Claimed) => {}
         Ok(KeyClaim::Replay { status, body }) => return replay(status, body),
-        Ok(KeyClaim::InFlight) => {
-            return Problem::new(
-                ProblemCode::IdempotencyKeyInUse,
-                "retry once it has finished to get its answer",
-            )
-            .into_response();
-        }
-        Ok(KeyClaim::Mismatch) => {
-            return Problem::new(
-                ProblemCode::IdempotencyKeyReused,
-                "use a new Idempotency-Key for a different cancel",
-            )
-            .into_response();
-        }
+        Ok(KeyClaim::InFlight) => return Problem::idempotency_key_in_use().into_response(),
+        Ok(KeyClaim::Mismatch) => return Problem::idempotency_key_reused().into_response(),
         Err(error) => return Problem::from(error).into_response(),
     }
 

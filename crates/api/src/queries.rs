@@ -17,7 +17,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Admin, Caller};
-use crate::problem::{FieldError, Problem, ProblemCode};
+use crate::problem::{problems, FieldError, Problem};
 use crate::view::PaymentView;
 
 pub(crate) fn routes<R: PaymentQueries + Clone>(repository: R) -> Router {
@@ -41,12 +41,20 @@ fn parse_id(raw: &str) -> Result<PaymentId, Problem> {
     })
 }
 
-fn not_found(id: PaymentId) -> Problem {
-    Problem::new(
-        ProblemCode::PaymentNotFound,
-        format!("payment {id} does not exist"),
-    )
-}
+problems!(
+    /// What a read of one payment may answer besides it.
+    PaymentProblems: USER, INVALID, NOT_FOUND, STORE
+);
+
+problems!(
+    /// What a read of an order's payments may answer besides them.
+    ByOrderProblems: USER, INVALID, STORE
+);
+
+problems!(
+    /// What a read of a payment's audit trail may answer besides it.
+    AuditProblems: ADMIN, INVALID, NOT_FOUND, STORE
+);
 
 /// A payment's current state.
 #[utoipa::path(
@@ -54,11 +62,7 @@ fn not_found(id: PaymentId) -> Problem {
     params(("payment_id" = String, Path, format = Uuid, description = "The payment id (UUID)")),
     responses(
         (status = 200, description = "The payment", body = PaymentView),
-        (status = 400, description = "`INVALID_REQUEST`: not a UUID", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "`UNAUTHENTICATED`: no or an invalid bearer token", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "The RFC 6750 `Bearer` challenge"))),
-        (status = 404, description = "`PAYMENT_NOT_FOUND`: none, or another user's", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 500, description = "`INTERNAL_ERROR`: logged for an operator", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        PaymentProblems,
     )
 )]
 pub(crate) async fn payment<R: PaymentQueries>(
@@ -75,7 +79,7 @@ pub(crate) async fn payment<R: PaymentQueries>(
             Json(PaymentView::from(&payment)).into_response()
         }
         // Another user's payment is answered as a missing one: no existence leak.
-        Ok(_) => not_found(id).into_response(),
+        Ok(_) => Problem::payment_not_found(id).into_response(),
         Err(error) => Problem::from(error).into_response(),
     }
 }
@@ -95,10 +99,7 @@ pub(crate) struct ByOrder {
     get, path = "/api/v1/payments", tag = "payments", params(ByOrder), security(("bearer" = [])),
     responses(
         (status = 200, description = "The order's payments (empty when none)", body = [PaymentView]),
-        (status = 400, description = "`INVALID_REQUEST`: orderId missing or malformed", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "`UNAUTHENTICATED`: no or an invalid bearer token", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "The RFC 6750 `Bearer` challenge"))),
-        (status = 500, description = "`INTERNAL_ERROR`: logged for an operator", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        ByOrderProblems,
     )
 )]
 pub(crate) async fn by_order<R: PaymentQueries>(
@@ -145,12 +146,7 @@ pub struct EventView {
     params(("payment_id" = String, Path, format = Uuid, description = "The payment id (UUID)")),
     responses(
         (status = 200, description = "The events", body = [EventView]),
-        (status = 400, description = "`INVALID_REQUEST`: not a UUID", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "`UNAUTHENTICATED`: no or an invalid bearer token", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "The RFC 6750 `Bearer` challenge"))),
-        (status = 403, description = "`INSUFFICIENT_SCOPE`: this needs `payments:admin`", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
-        (status = 500, description = "`INTERNAL_ERROR`: logged for an operator", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        AuditProblems,
     )
 )]
 pub(crate) async fn events<R: PaymentQueries>(
@@ -163,7 +159,7 @@ pub(crate) async fn events<R: PaymentQueries>(
         Err(problem) => return problem.into_response(),
     };
     match repository.events(id).await {
-        Ok(trail) if trail.is_empty() => not_found(id).into_response(),
+        Ok(trail) if trail.is_empty() => Problem::payment_not_found(id).into_response(),
         Ok(trail) => {
             let views: Vec<EventView> = trail
                 .into_iter()
@@ -205,12 +201,7 @@ pub struct TransactionView {
     params(("payment_id" = String, Path, format = Uuid, description = "The payment id (UUID)")),
     responses(
         (status = 200, description = "The transactions", body = [TransactionView]),
-        (status = 400, description = "`INVALID_REQUEST`: not a UUID", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "`UNAUTHENTICATED`: no or an invalid bearer token", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "The RFC 6750 `Bearer` challenge"))),
-        (status = 403, description = "`INSUFFICIENT_SCOPE`: this needs `payments:admin`", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
-        (status = 500, description = "`INTERNAL_ERROR`: logged for an operator", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        AuditProblems,
     )
 )]
 pub(crate) async fn transactions<R: PaymentQueries>(
@@ -224,7 +215,7 @@ pub(crate) async fn transactions<R: PaymentQueries>(
     };
     match repository.payment(id).await {
         Ok(Some(_)) => {}
-        Ok(None) => return not_found(id).into_response(),
+        Ok(None) => return Problem::payment_not_found(id).into_response(),
         Err(error) => return Problem::from(error).into_response(),
     }
     match repository.transactions(id).await {

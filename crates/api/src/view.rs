@@ -16,9 +16,6 @@ use utoipa::openapi::RefOr;
 /// document leaves that form out because no pattern can bound its value.)
 const AMOUNT_PATTERN: &str = r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,2}0*)?$";
 
-/// No currency has more than two decimals (KRW, JPY: 0; USD: 2).
-const AMOUNT_STEP: f64 = 0.01;
-
 const AMOUNT_RULES: &str = "Exact decimal (never read as a float). At most the currency's \
 decimals (KRW and JPY: 0, USD: 2) and 15 significant digits: up to 999999999999999 KRW/JPY, \
 9999999999999.99 USD.";
@@ -28,9 +25,10 @@ fn max_whole_units() -> usize {
     10_usize.pow(MAX_SIGNIFICANT_DIGITS) - 1
 }
 
-fn amount_number() -> ObjectBuilder {
+/// A JSON `kind` (number, integer) bounded like every amount.
+fn amount_of(kind: Type) -> ObjectBuilder {
     ObjectBuilder::new()
-        .schema_type(Type::Number)
+        .schema_type(kind)
         .minimum(Some(0_usize))
         .maximum(Some(max_whole_units()))
 }
@@ -42,7 +40,7 @@ pub struct Amount;
 
 impl utoipa::PartialSchema for Amount {
     fn schema() -> RefOr<Schema> {
-        amount_number()
+        amount_of(Type::Number)
             .description(Some(format!(
                 "A JSON number at the currency's scale. {AMOUNT_RULES}"
             )))
@@ -57,15 +55,21 @@ impl utoipa::ToSchema for Amount {
     }
 }
 
-/// An amount the service accepts: a JSON number, or a string holding one
-/// (`15000`, `"10.99"`, `1.5e3`), read exactly by the one parser.
+/// An amount the service accepts, read exactly by the one parser
+/// ([`payment_domain::amount_from_json`]): declared as a JSON integer
+/// (`15000`) or a string holding a decimal (`"10.99"`), the two forms JSON
+/// Schema bounds exactly. The parser also reads a JSON number with decimals
+/// (`10.99`), the same way; the schema leaves that form out, because JSON
+/// Schema can bound a number's decimals only with `multipleOf`, which
+/// validators and generators compute in floating point (`10.99 / 0.01` is
+/// not a whole number in `f64`).
 #[derive(Debug)]
 pub struct AmountInput;
 
 impl utoipa::PartialSchema for AmountInput {
     fn schema() -> RefOr<Schema> {
         OneOfBuilder::new()
-            .item(amount_number().multiple_of(Some(AMOUNT_STEP)))
+            .item(amount_of(Type::Integer))
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::String)
@@ -74,7 +78,10 @@ impl utoipa::PartialSchema for AmountInput {
                     .max_length(Some(MAX_AMOUNT_TEXT)),
             )
             .description(Some(format!(
-                "A JSON number, or a string holding one. {AMOUNT_RULES}"
+                "A JSON integer (whole units), or a string holding a decimal (`\"10.99\"`). \
+                 {AMOUNT_RULES} A JSON number with decimals (`10.99`) is read the same way, \
+                 exactly; it is left out of this schema because JSON Schema bounds a number's \
+                 decimals only with `multipleOf`, which validators compute in floating point."
             )))
             .examples([Value::from(15_000)])
             .into()

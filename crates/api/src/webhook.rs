@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::Span;
 
-use crate::problem::{FieldError, Problem};
+use crate::problem::{problems, FieldError, Problem};
 
 pub(crate) fn routes<R: PaymentRepository, G: PaymentGateway>(
     notice: GatewayNotice<R, G>,
@@ -40,15 +40,19 @@ pub(crate) struct WebhookBody {
     data: Value,
 }
 
+problems!(
+    /// What the webhook may answer besides its acknowledgement.
+    WebhookProblems: INVALID, STORE
+);
+
 /// Unknown payments are acknowledged; a failed lookup answers 503 so Toss
-/// sends the notice again.
+/// sends the notice again, as does an answer of Toss that contradicts ours
+/// (500, left for an operator).
 #[utoipa::path(
     post, path = "/webhooks/toss", tag = "widget", request_body = WebhookBody,
     responses(
         (status = 200, description = "Acknowledged: `status` is the outcome (DONE, ABORTED, UNCHANGED, UNKNOWN_PAYMENT, IGNORED)"),
-        (status = 400, description = "`INVALID_REQUEST`: not a Toss webhook", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 500, description = "`INTERNAL_ERROR`: Toss's answer contradicts ours; left for an operator, Toss retries", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "`SERVICE_UNAVAILABLE`: Toss could not be asked; Toss retries", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        WebhookProblems,
     )
 )]
 #[tracing::instrument(name = "toss_webhook", skip_all, fields(event_type, payment_id))]

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tracing::Span;
 
 use crate::auth::Caller;
-use crate::problem::{FieldError, Problem, ProblemCode};
+use crate::problem::{problems, FieldError, Problem};
 use crate::view::PaymentView;
 
 /// Where the browser goes after the widget flow; JSON is answered when unset
@@ -158,17 +158,7 @@ async fn run_confirm<R: PaymentRepository, G: PaymentGateway>(
     let answer = match state.confirm.handle_for(request, owner).await {
         Ok(Confirmed::Done(payment)) => ConfirmAnswer::Done(payment),
         Ok(Confirmed::Processing(payment)) => ConfirmAnswer::Processing(payment),
-        Ok(Confirmed::Aborted(payment)) => {
-            let failure = payment.failure().cloned().unwrap_or_else(|| Failure {
-                code: "UNKNOWN".into(),
-                message: String::new(),
-            });
-            ConfirmAnswer::Failed(
-                Problem::new(ProblemCode::PaymentDeclined, failure.message)
-                    .with("paymentId", payment.id())
-                    .with("pgCode", failure.code),
-            )
-        }
+        Ok(Confirmed::Aborted(payment)) => ConfirmAnswer::Failed(Problem::declined(&payment)),
         Err(error) => {
             if let ConfirmError::AmountMismatch { expected, claimed } = &error {
                 metrics::counter!("payment_amount_tampering_total").increment(1);
@@ -186,19 +176,20 @@ async fn run_confirm<R: PaymentRepository, G: PaymentGateway>(
     answer
 }
 
-/// `POST /api/v1/payments/confirm {paymentKey, orderId, amount}`.
+problems!(
+    /// What a confirm may answer besides the payment.
+    ConfirmApiProblems: USER, INVALID, CONFIRM, DECLINED
+);
+
+/// `POST /api/v1/payments/confirm {paymentKey, orderId, amount}`. When Toss
+/// refuses our own credentials the answer is `SERVICE_UNAVAILABLE` and the
+/// payment is READY again.
 #[utoipa::path(
     post, path = "/api/v1/payments/confirm", tag = "widget", request_body = ConfirmParams, security(("bearer" = [])),
     responses(
         (status = 200, description = "Approved (now, or before: a repeated confirm)", body = PaymentView),
         (status = 202, description = "Outcome not known yet: IN_PROGRESS, settled by the reconciler", body = PaymentView),
-        (status = 400, description = "`INVALID_REQUEST` (field errors), `AMOUNT_MISMATCH` (tampering; Toss not called) or `PAYMENT_KEY_NOT_VERIFIED` (Toss holds no payment with that key for the order; the payment is READY again)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "`UNAUTHENTICATED`: no or an invalid bearer token", body = crate::problem::ProblemDoc, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "The RFC 6750 `Bearer` challenge"))),
-        (status = 402, description = "`PAYMENT_DECLINED`, with Toss's `pgCode`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "`PAYMENT_NOT_FOUND`: no payment for the order, or another user's", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "`PAYMENT_IN_PROGRESS` or `PAYMENT_NOT_CONFIRMABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 500, description = "`INTERNAL_ERROR`: logged for an operator", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "`SERVICE_UNAVAILABLE` (also when Toss refused our own credentials: the payment is READY again)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        ConfirmApiProblems,
     )
 )]
 #[tracing::instrument(name = "confirm", skip_all, fields(order_id))]
@@ -239,6 +230,11 @@ fn redirect(base: &str, pairs: &[(&str, &str)]) -> Response {
     Redirect::to(&format!("{base}{separator}{query}")).into_response()
 }
 
+problems!(
+    /// What the success redirect may answer (as JSON) besides the payment.
+    SuccessProblems: INVALID, CONFIRM, DECLINED
+);
+
 /// `GET /payments/toss/success?paymentKey&orderId&amount`: the widget's
 /// success redirect. Confirms, then sends the browser on.
 #[utoipa::path(
@@ -247,11 +243,7 @@ fn redirect(base: &str, pairs: &[(&str, &str)]) -> Response {
         (status = 200, description = "JSON answer (no redirect configured, or `Accept: application/json`)", body = PaymentView),
         (status = 202, description = "Processing", body = PaymentView),
         (status = 303, description = "Redirect to the configured success/fail page"),
-        (status = 400, description = "`INVALID_REQUEST`, `AMOUNT_MISMATCH` or `PAYMENT_KEY_NOT_VERIFIED`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 402, description = "`PAYMENT_DECLINED`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "`PAYMENT_IN_PROGRESS` or `PAYMENT_NOT_CONFIRMABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        SuccessProblems,
     )
 )]
 #[tracing::instrument(name = "widget_success", skip_all, fields(order_id))]
@@ -347,6 +339,11 @@ fn parse_fail(params: FailParams) -> Result<(OrderId, Failure), Problem> {
     }
 }
 
+problems!(
+    /// What the fail redirect may answer besides the payment.
+    FailProblems: INVALID, ATTEMPT
+);
+
 /// `GET /payments/toss/fail?code&message&orderId`: the widget's fail
 /// redirect. The attempt's failure is recorded on a READY payment, which
 /// stays open for a retry until it expires; any other payment is unchanged.
@@ -355,9 +352,7 @@ fn parse_fail(params: FailParams) -> Result<(OrderId, Failure), Problem> {
     responses(
         (status = 200, description = "The payment: READY with the failure recorded, or unchanged if it was no longer READY", body = PaymentView),
         (status = 303, description = "Redirect to the configured fail page"),
-        (status = 400, description = "`INVALID_REQUEST` (no or a malformed `orderId`, a `code` or `message` too long)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "`PAYMENT_NOT_FOUND`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        FailProblems,
     )
 )]
 #[tracing::instrument(name = "widget_fail", skip_all, fields(order_id))]
