@@ -475,6 +475,17 @@ pub enum CancelResolved {
 /// and can no longer make one.
 pub const REFUND_NOT_MADE: &str = "REFUND_NOT_MADE";
 
+/// Who looks at an unknown cancel, which decides what an escalated one gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// The background reconciler: an escalated cancel is an operator's, and
+    /// left alone.
+    Reconciler,
+    /// An operator (`payment-service reconcile ID`), after checking Toss:
+    /// an escalated cancel too, only looked up at the PG, never sent.
+    Operator,
+}
+
 /// Settles one cancel whose outcome is unknown (its transaction UNKNOWN) by
 /// asking the PG: re-sent with its own idempotency key while that is safe
 /// ([`CancelSettings`]), then the payment is read at the PG and the
@@ -484,6 +495,8 @@ pub const REFUND_NOT_MADE: &str = "REFUND_NOT_MADE";
 /// What cannot be settled within `settle_within` is escalated
 /// (`CancelEscalated`, `payment_cancel_escalations_total`, an error log),
 /// never retried blindly. A payment not approved (yet) is never sent a cancel.
+/// An escalated cancel is looked at again only by an operator ([`Look`]):
+/// settled from what the PG shows, never sent again.
 ///
 /// # Errors
 /// [`SettleError`] when the store fails or the PG's answer contradicts the
@@ -495,6 +508,7 @@ pub async fn resolve_cancel<R: PaymentRepository, G: PaymentGateway>(
     settings: &CancelSettings,
     transaction: &PaymentTransaction,
     causation: &Causation,
+    look: Look,
 ) -> Result<CancelResolved, SettleError> {
     let payment_id = transaction.payment_id();
     let snapshot = repository
@@ -505,13 +519,16 @@ pub async fn resolve_cancel<R: PaymentRepository, G: PaymentGateway>(
     let Some(pending) = pending_of(payment, transaction.id()) else {
         return Ok(CancelResolved::NothingToDo);
     };
-    if pending.escalated {
+    if pending.escalated && look == Look::Reconciler {
         return Ok(CancelResolved::NothingToDo);
     }
     if payment.status() == PaymentStatus::InProgress {
         return Ok(CancelResolved::WaitingForApproval);
     }
-    let (sends, age) = settings.sends_again(&snapshot, transaction, Utc::now());
+    let (mut sends, age) = settings.sends_again(&snapshot, transaction, Utc::now());
+    if pending.escalated {
+        sends = Sends::Never;
+    }
     let learned = learn(repository, gateway, payment, &pending, transaction, sends).await?;
     let resolution = match learned {
         Learned::Settled(resolution) => resolution,
@@ -523,7 +540,9 @@ pub async fn resolve_cancel<R: PaymentRepository, G: PaymentGateway>(
                         .into(),
             })
         }
-        Learned::NothingTaken | Learned::Unclear if age < settings.settle_within => {
+        Learned::NothingTaken | Learned::Unclear
+            if pending.escalated || age < settings.settle_within =>
+        {
             return Ok(CancelResolved::StillUnknown);
         }
         Learned::NothingTaken | Learned::Unclear => {
@@ -1210,6 +1229,16 @@ mod tests {
         settings: CancelSettings,
         transaction: &PaymentTransaction,
     ) -> CancelResolved {
+        resolve_as(Look::Reconciler, repository, gateway, settings, transaction).await
+    }
+
+    async fn resolve_as(
+        look: Look,
+        repository: &MemoryRepository,
+        gateway: &Scripted,
+        settings: CancelSettings,
+        transaction: &PaymentTransaction,
+    ) -> CancelResolved {
         resolve_cancel(
             repository,
             gateway,
@@ -1217,6 +1246,7 @@ mod tests {
             &settings,
             transaction,
             &Causation::default(),
+            look,
         )
         .await
         .unwrap()
@@ -1403,6 +1433,47 @@ mod tests {
             repository.all_transactions()[0].status(),
             TransactionStatus::Unknown
         );
+    }
+
+    #[tokio::test]
+    async fn an_operator_settles_an_escalated_cancel_from_what_the_pg_shows_never_sending_it() {
+        let (repository, gateway, use_case, payment) = given(Stage::Done).await;
+        gateway
+            .lookup_fails
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let transaction = unknown_cancel(&repository, &use_case, &payment, 4_000).await;
+        let resolved = resolve(&repository, &gateway, overdue(), &transaction).await;
+        assert!(
+            matches!(resolved, CancelResolved::Escalated(_)),
+            "{resolved:?}"
+        );
+        let sent = gateway.cancels();
+
+        // Toss still cannot be read: it stays escalated, nothing sent.
+        let operator = |settings| {
+            resolve_as(
+                Look::Operator,
+                &repository,
+                &gateway,
+                settings,
+                &transaction,
+            )
+        };
+        assert_eq!(
+            operator(CancelSettings::default()).await,
+            CancelResolved::StillUnknown
+        );
+        // Toss shows the refund: settled from it, still never sent.
+        gateway
+            .lookup_fails
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        shows_refund(&gateway, &[(4_000, "txk-operator")]);
+        let CancelResolved::Settled(settled) = operator(CancelSettings::default()).await else {
+            panic!("not settled")
+        };
+        assert!(settled.pending_cancels().is_empty());
+        assert_eq!(settled.cancelable(), won(6_000));
+        assert_eq!(gateway.cancels(), sent, "looked up, never sent");
     }
 
     /// A payment approved 20 days ago whose cancel of 2,000 was asked 16

@@ -28,7 +28,7 @@ mod testing;
 pub use backoff::Backoff;
 pub use cancel::{
     carry_out_waiting_cancels, resolve_cancel, Cancel, CancelError, CancelPayment, CancelResolved,
-    CancelSettings, Canceled, Requester,
+    CancelSettings, Canceled, Look, Requester,
 };
 pub use confirm::{
     AttemptError, Confirm, ConfirmError, ConfirmPayment, Confirmed, RecordFailedAttempt,

@@ -17,11 +17,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use payment_domain::{
-    PaymentId, PaymentStatus, PaymentTransaction, TransactionKind, TransactionStatus,
+    PaymentId, PaymentStatus, PaymentTransaction, TransactionId, TransactionKind, TransactionStatus,
 };
 
 use crate::backoff::Backoff;
-use crate::cancel::{resolve_cancel, CancelResolved, CancelSettings};
+use crate::cancel::{resolve_cancel, CancelResolved, CancelSettings, Look};
 use crate::gateway::{ConfirmRequest, GatewayOutcome, PaymentGateway};
 use crate::integration::{Causation, Topics};
 use crate::ports::{
@@ -188,23 +188,55 @@ where
         }
     }
 
-    /// Whether the cancel `transaction` was settled (or escalated) now.
-    async fn look_at_cancel(&self, transaction: &PaymentTransaction) -> bool {
-        let payment_id = transaction.payment_id();
+    /// An operator's pass over the cancels of `payment_id` whose outcome is
+    /// unknown, escalated ones included: each settled from the PG's answer
+    /// or view as the background pass would, an escalated one only looked up.
+    ///
+    /// # Errors
+    /// [`SettleError`] when the payment cannot be read; a cancel that cannot
+    /// be settled answers its own error.
+    pub async fn reconcile_cancels(
+        &self,
+        payment_id: PaymentId,
+    ) -> Result<Vec<(TransactionId, Result<CancelResolved, SettleError>)>, SettleError> {
+        let Some(snapshot) = self.repository.load(&PaymentRef::Id(payment_id)).await? else {
+            return Err(SettleError::NotFound(payment_id));
+        };
+        let mut resolved = Vec::new();
+        for transaction in snapshot.transactions.iter().filter(|t| {
+            t.kind() == TransactionKind::Cancel && t.status() == TransactionStatus::Unknown
+        }) {
+            let outcome = self.resolve_cancel(transaction, Look::Operator).await;
+            resolved.push((transaction.id(), outcome));
+        }
+        Ok(resolved)
+    }
+
+    async fn resolve_cancel(
+        &self,
+        transaction: &PaymentTransaction,
+        look: Look,
+    ) -> Result<CancelResolved, SettleError> {
         let causation = Causation {
             causation_id: Some(format!("reconciler:{}", transaction.id())),
             ..Causation::default()
         };
-        match resolve_cancel(
+        resolve_cancel(
             &self.repository,
             &self.gateway,
             &self.topics,
             &self.settings.cancels,
             transaction,
             &causation,
+            look,
         )
         .await
-        {
+    }
+
+    /// Whether the cancel `transaction` was settled (or escalated) now.
+    async fn look_at_cancel(&self, transaction: &PaymentTransaction) -> bool {
+        let payment_id = transaction.payment_id();
+        match self.resolve_cancel(transaction, Look::Reconciler).await {
             Ok(CancelResolved::Settled(_) | CancelResolved::Escalated(_)) => {
                 tracing::info!(%payment_id, transaction_id = %transaction.id(), "cancel reconciled");
                 true

@@ -269,10 +269,12 @@ pub async fn history(config: &Config, payment_id: PaymentId) -> anyhow::Result<(
 
 /// Settles one payment now: the reconciler's pass for it (lookup at the
 /// gateway, the pending approval re-sent with its own key if the gateway
-/// has not decided), without waiting for its backoff.
+/// has not decided), without waiting for its backoff; then each of its
+/// cancels whose outcome is unknown, escalated ones included (those only
+/// looked up at the gateway, never sent again).
 ///
 /// # Errors
-/// When the payment does not exist or the answer cannot be recorded.
+/// When the payment does not exist or an answer cannot be recorded.
 pub async fn reconcile(config: &Config, payment_id: PaymentId) -> anyhow::Result<()> {
     let pool = database_pool(config)?;
     let reconciler = Reconciler::new(
@@ -282,9 +284,23 @@ pub async fn reconcile(config: &Config, payment_id: PaymentId) -> anyhow::Result
         reconciler_settings(config),
     );
     let outcome = reconciler.reconcile(payment_id).await;
+    let cancels = match &outcome {
+        Ok(_) => reconciler.reconcile_cancels(payment_id).await,
+        Err(_) => Ok(Vec::new()),
+    };
     pool.close().await;
     println!("payment {payment_id}: {:?}", outcome?);
-    Ok(())
+    let mut failed = None;
+    for (transaction_id, resolved) in cancels? {
+        match resolved {
+            Ok(resolved) => println!("cancel {transaction_id}: {resolved:?}"),
+            Err(error) => {
+                println!("cancel {transaction_id}: not settled: {error}");
+                failed = Some(error);
+            }
+        }
+    }
+    failed.map_or(Ok(()), |error| Err(error.into()))
 }
 
 /// Prints what waits in the outbox, per topic.
