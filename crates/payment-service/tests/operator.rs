@@ -260,6 +260,28 @@ async fn the_projection_rebuilt_from_50_000_events_equals_the_live_one_and_verif
     assert!(stdout(&stats).contains("the outbox is empty"));
 }
 
+/// A migrated database and a new topic every integration event goes to.
+async fn migrated_with_one_topic(
+    pool_options: MySqlPoolOptions,
+    db: &MySqlConnectOptions,
+) -> (MySqlPool, String, Topics) {
+    let pool = pool_options.connect_with(db.clone()).await.unwrap();
+    mariadb::migrate(&pool).await.unwrap();
+    let topic = format!("it.replay.{}", uuid::Uuid::now_v7().simple());
+    kafka()
+        .ensure_topics(std::slice::from_ref(&topic), 1, 1)
+        .await
+        .unwrap();
+    let topics = Topics {
+        payment_created: topic.clone(),
+        payment_completed: topic.clone(),
+        payment_failed: topic.clone(),
+        payment_canceled: topic.clone(),
+        payment_cancel_failed: topic.clone(),
+    };
+    (pool, topic, topics)
+}
+
 fn kafka() -> KafkaSettings {
     KafkaSettings {
         brokers: std::env::var("PAYMENT__KAFKA__BROKERS")
@@ -418,20 +440,7 @@ async fn outbox_replay_republishes_relayed_messages_byte_for_byte_from_since(
     pool_options: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
-    let pool = pool_options.connect_with(db.clone()).await.unwrap();
-    mariadb::migrate(&pool).await.unwrap();
-    let topic = format!("it.replay.{}", uuid::Uuid::now_v7().simple());
-    kafka()
-        .ensure_topics(std::slice::from_ref(&topic), 1, 1)
-        .await
-        .unwrap();
-    let topics = Topics {
-        payment_created: topic.clone(),
-        payment_completed: topic.clone(),
-        payment_failed: topic.clone(),
-        payment_canceled: topic.clone(),
-        payment_cancel_failed: topic.clone(),
-    };
+    let (pool, topic, topics) = migrated_with_one_topic(pool_options, &db).await;
     let repository = MariaDbPaymentRepository::new(pool.clone());
     let now = Utc::now();
     let since = now - chrono::Duration::seconds(10);
@@ -661,20 +670,7 @@ async fn outbox_replay_stops_between_batches_on_sigterm_and_says_how_far_it_got(
     db: MySqlConnectOptions,
 ) {
     const MESSAGES: usize = 400;
-    let pool = pool_options.connect_with(db.clone()).await.unwrap();
-    mariadb::migrate(&pool).await.unwrap();
-    let topic = format!("it.replay.{}", uuid::Uuid::now_v7().simple());
-    kafka()
-        .ensure_topics(std::slice::from_ref(&topic), 1, 1)
-        .await
-        .unwrap();
-    let topics = Topics {
-        payment_created: topic.clone(),
-        payment_completed: topic.clone(),
-        payment_failed: topic.clone(),
-        payment_canceled: topic.clone(),
-        payment_cancel_failed: topic.clone(),
-    };
+    let (pool, topic, topics) = migrated_with_one_topic(pool_options, &db).await;
     let (payment, _) = decide(
         None,
         &[PaymentCommand::Create {
