@@ -39,8 +39,8 @@ fi
 shopt -s nullglob
 "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$COMPOSE" "$ROOT"/docker/*.yml
 
-if command -v docker >/dev/null 2>&1; then
-    docker compose version >/dev/null 2>&1 || "$ROOT/scripts/docker.sh" plugin
+if command -v docker >/dev/null 2>&1 &&
+    { docker compose version >/dev/null 2>&1 || "$ROOT/scripts/docker.sh" plugin; }; then
     # config FILE...: resolves the files for the default and debezium profiles.
     config() {
         local -a args=(compose --project-directory "$ROOT")
@@ -52,5 +52,5 @@ if command -v docker >/dev/null 2>&1; then
     for override in "$ROOT"/docker/*.yml; do config "$COMPOSE" "$override"; done
     echo "check-compose: docker compose config -q: ok (default and debezium profiles, alone and with each docker/*.yml)"
 else
-    echo "check-compose: docker compose config: skipped (no docker CLI here)"
+    echo "check-compose: docker compose config: skipped (no docker CLI, or no Compose plugin to be had)"
 fi

@@ -42,16 +42,20 @@ export PAYMENT_TEST_REQUIRE_DEBEZIUM=1
 args=("$@")
 [[ $# -gt 0 ]] || args=(--workspace)
 step "cargo test ${args[*]}"
-counted cargo test "${args[@]}"
+status=0
+counted cargo test "${args[@]}" || status=$?
 
-if [[ $# -eq 0 ]]; then
+if [[ $# -eq 0 && $status -eq 0 ]]; then
     step "docker compose stack, one order through Debezium"
     DOCKER_E2E_DOWN=1 scripts/docker-e2e.sh debezium
     step "end-to-end suite through testcontainers"
-    counted scripts/test-containers.sh
-    step "schemathesis"
-    scripts/api-fuzz.sh
+    counted scripts/test-containers.sh || status=$?
+    if [[ $status -eq 0 ]]; then
+        step "schemathesis"
+        scripts/api-fuzz.sh
+    fi
     step "done"
 fi
 awk '/^test result:/ { p += $4; f += $6; s += $8 }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$RESULTS"
+exit "$status"

@@ -59,13 +59,6 @@ impl<R: PaymentRepository + PaymentQueries + RetrySchedule> ExpirePayments<R> {
         }
     }
 
-    /// Postpones the payments that cannot be expired by `backoff` instead.
-    #[must_use]
-    pub const fn backing_off(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
     /// Expires the READY payments older than the TTL and due; answers how
     /// many. A payment that changed meanwhile (confirmed, aborted) is left
     /// alone; one the store cannot read or refuses to write (its stream

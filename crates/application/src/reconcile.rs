@@ -71,7 +71,7 @@ impl Default for ReconcilerSettings {
             first_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(5 * 60),
             batch: 500,
-            concurrency: 8,
+            concurrency: 16,
             cancels: CancelSettings::default(),
         }
     }

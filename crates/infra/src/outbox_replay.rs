@@ -181,9 +181,11 @@ impl OutboxReplay {
             .collect())
     }
 
-    /// When messages began to be logged, and how many payment events in
-    /// `[since, until)` were committed before that (their messages cannot
-    /// be republished). `None` when the window starts after it.
+    /// Since when the log holds every message — the later of when logging
+    /// began and its oldest row (older ones were pruned by its retention) —
+    /// and how many payment events in `[since, until)` were committed
+    /// before that (their messages cannot be republished). `None` when the
+    /// window starts after it.
     ///
     /// # Errors
     /// When the database fails.
@@ -198,6 +200,15 @@ impl OutboxReplay {
                 .fetch_optional(&self.pool)
                 .await
                 .context("read when the outbox log began")?;
+        let oldest: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT MIN(created_at) FROM outbox_log")
+                .fetch_one(&self.pool)
+                .await
+                .context("read the oldest logged message")?;
+        let logged_since = match (logged_since, oldest) {
+            (Some(began), Some(oldest)) => Some(began.max(oldest)),
+            (began, oldest) => began.or(oldest),
+        };
         let Some(logged_since) = logged_since.filter(|at| since < *at) else {
             return Ok(None);
         };

@@ -375,7 +375,8 @@ struct ReplaySummary {
     seconds: f64,
     /// Asked-for ids the log does not hold.
     missing: Vec<Uuid>,
-    /// When the log began, and how many events of the window precede it.
+    /// Since when the log holds every message, and how many events of the
+    /// window precede that.
     predating: Option<(DateTime<Utc>, u64)>,
     unacked: Option<Replayed>,
     interrupted: bool,
@@ -451,8 +452,9 @@ impl ReplaySummary {
         }
         if let Some((logged_since, events)) = self.predating.filter(|(_, events)| *events > 0) {
             println!(
-                "skipped: {events} payment events committed before the outbox log began ({}); \
-                 their messages cannot be republished",
+                "skipped: {events} payment events committed before the outbox log holds every \
+                 message ({}: logging began, or older messages passed its retention); their \
+                 messages cannot be republished",
                 logged_since.to_rfc3339_opts(SecondsFormat::Millis, true)
             );
         }

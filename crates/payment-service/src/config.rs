@@ -367,9 +367,10 @@ pub struct OutboxConfig {
     /// binlog, and `outbox replay` reads `outbox_log`: this only bounds
     /// what `outbox stats` shows.
     pub retention_secs: u64,
-    /// Debezium mode: how often old rows are pruned.
+    /// How often old rows are pruned (the outbox in debezium mode, and
+    /// `outbox_log` in both).
     pub prune_interval_secs: u64,
-    /// Debezium mode: rows deleted per statement (`outbox_log` too).
+    /// Rows deleted per statement by those prunes.
     pub prune_batch: u32,
     /// `outbox_log` rows (what `outbox replay` can republish) older than
     /// this are deleted, in both modes (`PAYMENT__OUTBOX__LOG_RETENTION_HOURS`).
@@ -517,8 +518,13 @@ impl Config {
         if self.outbox.batch_size == 0 {
             return invalid("outbox.batch_size must be at least 1");
         }
-        if self.outbox.prune_interval_secs == 0 || self.outbox.prune_batch == 0 {
-            return invalid("outbox.prune_interval_secs and outbox.prune_batch must be at least 1");
+        if self.outbox.prune_interval_secs == 0
+            || self.outbox.prune_batch == 0
+            || self.outbox.log_retention_hours == 0
+        {
+            return invalid(
+                "outbox.prune_interval_secs, outbox.prune_batch and outbox.log_retention_hours must be at least 1",
+            );
         }
         if self.expiry.batch == 0 {
             return invalid("expiry.batch must be at least 1");

@@ -315,6 +315,25 @@ impl Record {
 
 /// Every record of `topic` from the start, read until `expected` came and
 /// two seconds more passed (or 30 seconds).
+/// Returns once `topic` has a record (30 s at most).
+async fn first_record(topic: &str) {
+    let consumer: StreamConsumer = kafka()
+        .client_config()
+        .set(
+            "group.id",
+            format!("first-{}", uuid::Uuid::now_v7().simple()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a first record within 30 s")
+        .unwrap();
+}
+
 async fn records(topic: &str, expected: usize) -> Vec<Record> {
     let consumer: StreamConsumer = kafka()
         .client_config()
@@ -669,7 +688,7 @@ async fn outbox_replay_stops_between_batches_on_sigterm_and_says_how_far_it_got(
     pool_options: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
-    const MESSAGES: usize = 400;
+    const MESSAGES: usize = 3_000;
     let (pool, topic, topics) = migrated_with_one_topic(pool_options, &db).await;
     let (payment, _) = decide(
         None,
@@ -694,7 +713,7 @@ async fn outbox_replay_stops_between_batches_on_sigterm_and_says_how_far_it_got(
         .unwrap();
 
     // One message per batch: each waits for its ack, so the run lasts
-    // seconds and the signal lands in the middle.
+    // seconds, and the signal goes once the first message is out.
     let since_arg = since.to_rfc3339_opts(SecondsFormat::Micros, true);
     let child = Command::new(BIN)
         .args(["outbox", "replay", "--since", &since_arg, "--batch", "1"])
@@ -708,7 +727,7 @@ async fn outbox_replay_stops_between_batches_on_sigterm_and_says_how_far_it_got(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    first_record(&topic).await;
     let signal = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
