@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use futures::StreamExt as _;
+
 use chrono::{DateTime, Utc};
 use payment_domain::{
     execute, Payment, PaymentCommand, PaymentError, PaymentEvent, PaymentTransaction,
@@ -26,6 +28,9 @@ use crate::ports::{
 /// concurrent commands on one payment (e.g. ten partial cancels) are all
 /// served.
 pub(crate) const ATTEMPTS: usize = 32;
+
+/// How many payments [`run_all`] reads at once.
+const BATCH_READS: usize = 8;
 
 /// What triggered a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,14 +271,24 @@ where
     S: PaymentRepository,
     E: From<StoreError> + fmt::Display,
 {
+    // Every payment is read first, a few at a time, then every decision is
+    // taken: the decisions (and the time they carry) come right before the
+    // commit, not spread over the reads.
+    let targets: Vec<(PaymentRef, Trigger)> = commands.iter().map(&target).collect();
+    let reads: Vec<_> = targets.iter().map(|(which, _)| store.load(which)).collect();
+    let loads: Vec<Result<Option<Snapshot>, StoreError>> = futures::stream::iter(reads)
+        .buffered(BATCH_READS)
+        .collect()
+        .await;
     let mut commits = Vec::with_capacity(commands.len());
     let mut outcomes = Vec::with_capacity(commands.len());
-    for command in commands {
-        let (which, trigger) = target(command);
-        let prepared = prepare(store, &which, &trigger, &mut |loaded, now| {
-            decide(command, loaded, now)
-        })
-        .await;
+    for ((command, (which, trigger)), loaded) in commands.iter().zip(&targets).zip(loads) {
+        let prepared = match loaded {
+            Ok(loaded) => decided(loaded.as_ref(), trigger, &mut |loaded, now| {
+                decide(command, loaded, now)
+            }),
+            Err(error) => Err(E::from(error)),
+        };
         match prepared {
             Ok((commit, outcome)) => {
                 commits.extend(commit);
@@ -292,23 +307,6 @@ where
             None
         }
     }
-}
-
-/// One decision: loads the payment `which` refers to and lets `decide`
-/// judge it at `now`; answers the commit that records the decision (`None`
-/// when nothing is written) and the command's outcome once it is committed.
-async fn prepare<S, A, R, E>(
-    store: &S,
-    which: &PaymentRef,
-    trigger: &Trigger,
-    decide: &mut impl FnMut(Option<&Snapshot>, DateTime<Utc>) -> Result<Decision<A, R>, E>,
-) -> Result<(Option<Commit>, Ran<A, R>), E>
-where
-    S: PaymentRepository,
-    E: From<StoreError>,
-{
-    let loaded = store.load(which).await?;
-    decided(loaded.as_ref(), trigger, decide)
 }
 
 /// One decision on `loaded`, judged at now: the commit that records it
