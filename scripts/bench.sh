@@ -46,7 +46,7 @@ if [[ -z "${BENCH_SHARED_BROKER:-}" ]]; then
   export PAYMENT__KAFKA__BROKERS="127.0.0.1:$port"
   echo "broker: a fresh Tansu of the bench's own on 127.0.0.1:$port (memory storage)"
 else
-  echo "broker: the shared dev broker $PAYMENT__KAFKA__BROKERS ($(timeout 5 .stack/bin/tansu topic list --broker "tcp://$PAYMENT__KAFKA__BROKERS" 2>/dev/null | wc -l) topics)"
+  echo "broker: the shared dev broker $PAYMENT__KAFKA__BROKERS ($(timeout 5 .stack/bin/tansu topic list --broker "tcp://$PAYMENT__KAFKA__BROKERS" 2>/dev/null | grep -o '"name":' | wc -l) topics)"
 fi
 
 cargo build --release --quiet -p payment-service
