@@ -1,5 +1,6 @@
 //! Commit → consumer latency of the embedded outbox relay, woken by local
-//! commits vs. left to its fallback poll, side by side in one run.
+//! commits vs. left to its fallback poll, side by side in one run; then how
+//! fast the relay drains a backlog (rows/s) at two claim sizes.
 //!
 //! Needs the local stack: `scripts/stack.sh up && source .stack/env &&
 //! cargo bench -p payment-e2e --bench relay_latency`.
@@ -58,6 +59,13 @@ async fn main() {
         percentile(&polled, 0.5) / percentile(&woken, 0.5),
         percentile(&polled, 0.9) / percentile(&woken, 0.9)
     );
+
+    let rows = std::env::var("BENCH_RELAY_ROWS").map_or(20_000, |v| v.parse().unwrap());
+    println!("relay drain of a {rows}-row backlog (two topics, two rows per payment)");
+    for batch_size in [200, 1_000] {
+        let per_s = drain(&pool, rows, batch_size).await;
+        println!("batch {batch_size:>5}: {per_s:>8.0} rows/s");
+    }
 
     pool.close().await;
     sqlx::query(&format!("DROP DATABASE {database}"))
@@ -126,6 +134,59 @@ async fn measure(pool: &MySqlPool, wake_on_commit: bool) -> Vec<f64> {
     stop.cancel();
     running.await.unwrap();
     samples
+}
+
+/// Writes `rows` outbox rows (each payment's created event, then each one's
+/// completed event, on two topics) and answers the rows/s of draining them
+/// with `relay_once`.
+async fn drain(pool: &MySqlPool, rows: usize, batch_size: u32) -> f64 {
+    let topics = [
+        kafka::unique_topic("bench.drain.created"),
+        kafka::unique_topic("bench.drain.completed"),
+    ];
+    kafka::create_topics(&topics).await;
+    let repository = MariaDbPaymentRepository::new(pool.clone());
+    let payments = rows.div_ceil(2);
+    let messages: Vec<OutboxMessage> = (0..rows)
+        .map(|n| {
+            let id = Uuid::now_v7();
+            OutboxMessage {
+                id,
+                topic: topics[n / payments].clone(),
+                key: format!("payment-{}", n % payments),
+                event_type: "BenchEvent".into(),
+                payload: json!({ "id": id, "n": n }),
+                traceparent: None,
+                created_at: Utc::now(),
+            }
+        })
+        .collect();
+    for chunk in messages.chunks(1_000) {
+        repository
+            .commit(Commit {
+                outbox: chunk.to_vec(),
+                ..Commit::default()
+            })
+            .await
+            .unwrap();
+    }
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        kafka::producer(),
+        RelaySettings {
+            batch_size,
+            poll_interval: POLL,
+        },
+        Arc::new(Notify::new()),
+    );
+    let started = Instant::now();
+    let mut published = 0;
+    while published < rows {
+        let n = relay.relay_once().await.unwrap();
+        assert!(n > 0, "the relay stalled at {published} of {rows}");
+        published += n;
+    }
+    rows as f64 / started.elapsed().as_secs_f64()
 }
 
 async fn joined_consumer(topic: &str) -> StreamConsumer {

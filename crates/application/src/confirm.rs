@@ -32,9 +32,9 @@ use rust_decimal::Decimal;
 use crate::error::{Classify, Contended};
 use crate::gateway::{ConfirmRequest, GatewayOutcome, PaymentGateway};
 use crate::integration::{Causation, Topics};
-use crate::ports::{PaymentRef, PaymentRepository, StoreError};
-use crate::runner::{run, Change, Decision, Ran, Trigger};
-use crate::settle::{settle_approval, then_waiting_cancels, Resolution, SettleError};
+use crate::ports::{PaymentRef, PaymentRepository, Snapshot, StoreError};
+use crate::runner::{run, run_from, Change, Decision, Ran, Trigger};
+use crate::settle::{settle_approval_on, then_waiting_cancels, Resolution, SettleError};
 
 /// The widget's success redirect, as received.
 #[derive(Debug, Clone)]
@@ -159,10 +159,14 @@ impl<R: PaymentRepository, G: PaymentGateway> ConfirmPayment<R, G> {
         owner: Option<&UserId>,
     ) -> Result<Confirmed, ConfirmError> {
         let which = PaymentRef::Order(request.order_id.clone());
-        let ran = run(
+        // The snapshot the start leaves is what the settle step decides on:
+        // no read of what this commit just wrote (a conflict still reads).
+        let (ran, started_snapshot) = run_from(
             &self.repository,
             &which,
             &Trigger::Untracked,
+            None,
+            true,
             |loaded, now| -> Result<_, ConfirmError> {
                 let payment = &loaded
                     .ok_or_else(|| ConfirmError::NotFound(request.order_id.clone()))?
@@ -217,7 +221,8 @@ impl<R: PaymentRepository, G: PaymentGateway> ConfirmPayment<R, G> {
         match ran {
             Ran::Answered(done) => Ok(Confirmed::Done(done)),
             Ran::Recorded(started, transaction) => {
-                self.call_gateway(started, &transaction, &request).await
+                self.call_gateway(started, started_snapshot, &transaction, &request)
+                    .await
             }
         }
     }
@@ -225,6 +230,7 @@ impl<R: PaymentRepository, G: PaymentGateway> ConfirmPayment<R, G> {
     async fn call_gateway(
         &self,
         started: Payment,
+        started_snapshot: Option<Snapshot>,
         transaction: &PaymentTransaction,
         request: &Confirm,
     ) -> Result<Confirmed, ConfirmError> {
@@ -271,12 +277,13 @@ impl<R: PaymentRepository, G: PaymentGateway> ConfirmPayment<R, G> {
                 (Resolution::Reverted(failure.clone()), Some((failure, why)))
             }
         };
-        let settled = match settle_approval(
+        let settled = match settle_approval_on(
             &self.repository,
             &self.topics,
             started.id(),
             &resolution,
             &request.causation,
+            started_snapshot,
         )
         .await
         {
@@ -764,6 +771,116 @@ mod tests {
         let again = use_case.handle(confirm(15_000)).await.unwrap();
         assert!(matches!(again, Confirmed::Done(_)));
         assert_eq!(gateway.confirms.load(Ordering::SeqCst), 1);
+    }
+
+    /// The memory store, counting reads; after its first commit (a
+    /// confirm's start), `first_commit_then` may write on the payment as
+    /// someone else would, between the confirm's two commits.
+    #[derive(Clone)]
+    struct Counting {
+        inner: MemoryRepository,
+        loads: Arc<std::sync::atomic::AtomicUsize>,
+        commits: Arc<std::sync::atomic::AtomicUsize>,
+        settle_first: bool,
+    }
+
+    impl Counting {
+        fn new(inner: MemoryRepository, settle_first: bool) -> Self {
+            Self {
+                inner,
+                loads: Arc::default(),
+                commits: Arc::default(),
+                settle_first,
+            }
+        }
+    }
+
+    impl PaymentRepository for Counting {
+        async fn load(
+            &self,
+            which: &PaymentRef,
+        ) -> Result<Option<crate::ports::Snapshot>, StoreError> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            self.inner.load(which).await
+        }
+        async fn commit(&self, commit: crate::ports::Commit) -> Result<(), StoreError> {
+            let payment_id = commit.append.as_ref().map(|a| a.state.id());
+            self.inner.commit(commit).await?;
+            let first = self.commits.fetch_add(1, Ordering::SeqCst) == 0;
+            if let (true, true, Some(payment_id)) = (first, self.settle_first, payment_id) {
+                // The reconciler (or the webhook) settles it first.
+                crate::settle::settle_approval(
+                    &self.inner,
+                    &topics(),
+                    payment_id,
+                    &Resolution::Approved(approved()),
+                    &Causation::default(),
+                )
+                .await
+                .unwrap();
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_confirm_reads_the_payment_once_and_settles_on_what_its_start_wrote() {
+        let repository = MemoryRepository::default();
+        ready_payment(&repository).await;
+        let counting = Counting::new(repository.clone(), false);
+        let gateway = Scripted::answering(GatewayOutcome::Succeeded(approved()));
+        let use_case = ConfirmPayment::new(counting.clone(), gateway, topics());
+        let Confirmed::Done(payment) = use_case.handle(confirm(15_000)).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(counting.loads.load(Ordering::SeqCst), 1, "one read");
+        assert_eq!(counting.commits.load(Ordering::SeqCst), 2, "two commits");
+        // What was decided on the carried snapshot is what a fresh read
+        // shows.
+        let stored = repository
+            .load(&PaymentRef::Id(payment.id()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.payment, payment);
+        assert_eq!(stored.transactions.len(), 1);
+        assert_eq!(
+            stored.transactions[0].status(),
+            TransactionStatus::Succeeded
+        );
+        assert_eq!(
+            repository.outbox().last().unwrap().event_type,
+            "PaymentCompletedEvent"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_payment_settled_by_someone_else_between_the_two_commits_is_read_again() {
+        let repository = MemoryRepository::default();
+        ready_payment(&repository).await;
+        let counting = Counting::new(repository.clone(), true);
+        let gateway = Scripted::answering(GatewayOutcome::Succeeded(approved()));
+        let use_case = ConfirmPayment::new(counting.clone(), gateway, topics());
+        let Confirmed::Done(payment) = use_case.handle(confirm(15_000)).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(payment.status(), PaymentStatus::Done);
+        assert_eq!(
+            counting.loads.load(Ordering::SeqCst),
+            2,
+            "the stale settle conflicted and read the payment again"
+        );
+        assert_eq!(
+            counting.commits.load(Ordering::SeqCst),
+            1,
+            "nothing written over the other settle"
+        );
+        let completed = repository
+            .outbox()
+            .iter()
+            .filter(|m| m.event_type == "PaymentCompletedEvent")
+            .count();
+        assert_eq!(completed, 1, "completed once");
     }
 
     #[tokio::test]

@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use futures::StreamExt as _;
+
 use chrono::{DateTime, Utc};
 use payment_domain::{
     execute, Payment, PaymentCommand, PaymentError, PaymentEvent, PaymentTransaction,
@@ -17,7 +19,8 @@ use payment_domain::{
 
 use crate::error::Contended;
 use crate::ports::{
-    Append, Commit, InboxEntry, OutboxMessage, PaymentRef, PaymentRepository, Snapshot, StoreError,
+    Append, Commit, InboxEntry, OutboxMessage, PaymentRef, PaymentRepository, RecordedEvent,
+    Snapshot, StoreError,
 };
 
 /// How often a command is decided before it gives up as [`Contended`]. Each
@@ -25,6 +28,9 @@ use crate::ports::{
 /// concurrent commands on one payment (e.g. ten partial cancels) are all
 /// served.
 pub(crate) const ATTEMPTS: usize = 32;
+
+/// How many payments [`run_all`] reads at once.
+const BATCH_READS: usize = 8;
 
 /// What triggered a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,19 +149,59 @@ pub(crate) async fn run<S, A, R, E>(
     store: &S,
     which: &PaymentRef,
     trigger: &Trigger,
-    mut decide: impl FnMut(Option<&Snapshot>, DateTime<Utc>) -> Result<Decision<A, R>, E>,
+    decide: impl FnMut(Option<&Snapshot>, DateTime<Utc>) -> Result<Decision<A, R>, E>,
 ) -> Result<Ran<A, R>, E>
 where
     S: PaymentRepository,
     E: From<StoreError> + From<Contended>,
 {
+    run_from(store, which, trigger, None, false, decide)
+        .await
+        .map(|(ran, _)| ran)
+}
+
+/// As [`run`], with two differences for a command that goes on with the
+/// same payment (a confirm: started, then settled):
+///
+/// * `known`, when given, is what the FIRST attempt decides on instead of
+///   a read — a snapshot the caller's own commit produced. The commit keeps
+///   the version guard, so if anyone changed the payment since, it
+///   conflicts and the next attempt reads fresh state as usual.
+/// * when `keep` is set and the command recorded a change, it also answers
+///   the snapshot that change produced (the decided-on snapshot with the
+///   new events, state and transactions), for the next command to decide
+///   on without reading it back.
+///
+/// # Errors
+/// As [`run`].
+pub(crate) async fn run_from<S, A, R, E>(
+    store: &S,
+    which: &PaymentRef,
+    trigger: &Trigger,
+    mut known: Option<Snapshot>,
+    keep: bool,
+    mut decide: impl FnMut(Option<&Snapshot>, DateTime<Utc>) -> Result<Decision<A, R>, E>,
+) -> Result<(Ran<A, R>, Option<Snapshot>), E>
+where
+    S: PaymentRepository,
+    E: From<StoreError> + From<Contended>,
+{
     for _ in 0..ATTEMPTS {
-        let (commit, outcome) = prepare(store, which, trigger, &mut decide).await?;
+        let loaded = match known.take() {
+            Some(snapshot) => Some(snapshot),
+            None => store.load(which).await?,
+        };
+        let (commit, outcome) = decided(loaded.as_ref(), trigger, &mut decide)?;
         let Some(commit) = commit else {
-            return Ok(outcome);
+            return Ok((outcome, None));
+        };
+        let after = if keep {
+            after_commit(loaded, &commit)
+        } else {
+            None
         };
         match store.commit(commit).await {
-            Ok(()) => return Ok(outcome),
+            Ok(()) => return Ok((outcome, after)),
             // Someone else changed the payment (or created the order's
             // payment) after it was loaded: decide again on fresh state.
             Err(StoreError::Conflict { .. } | StoreError::DuplicateOrder(_)) => {}
@@ -167,6 +213,41 @@ where
         attempts: ATTEMPTS,
     }
     .into())
+}
+
+/// The snapshot `commit` leaves when applied to `before` (`None` when it
+/// appends nothing): its events follow the stream at the next versions, its
+/// state is the new fold, and each of its transactions replaces the one with
+/// the same id or, new, comes last (the latest requested) — as a read after
+/// the commit would find them.
+fn after_commit(before: Option<Snapshot>, commit: &Commit) -> Option<Snapshot> {
+    let append = commit.append.as_ref()?;
+    let (mut history, mut transactions) =
+        before.map_or_else(Default::default, |s| (s.history, s.transactions));
+    let payment_id = append.state.id();
+    history.extend(
+        append
+            .events
+            .iter()
+            .zip(1..)
+            .map(|(event, n)| RecordedEvent {
+                payment_id,
+                version: append.expected_version + n,
+                occurred_at: append.occurred_at,
+                event: event.clone(),
+            }),
+    );
+    for written in &commit.transactions {
+        match transactions.iter_mut().find(|t| t.id() == written.id()) {
+            Some(existing) => *existing = written.clone(),
+            None => transactions.push(written.clone()),
+        }
+    }
+    Some(Snapshot {
+        payment: append.state.clone(),
+        history,
+        transactions,
+    })
 }
 
 /// Runs several commands, each on its own payment, and commits all their
@@ -190,14 +271,24 @@ where
     S: PaymentRepository,
     E: From<StoreError> + fmt::Display,
 {
+    // Every payment is read first, a few at a time, then every decision is
+    // taken: the decisions (and the time they carry) come right before the
+    // commit, not spread over the reads.
+    let targets: Vec<(PaymentRef, Trigger)> = commands.iter().map(&target).collect();
+    let reads: Vec<_> = targets.iter().map(|(which, _)| store.load(which)).collect();
+    let loads: Vec<Result<Option<Snapshot>, StoreError>> = futures::stream::iter(reads)
+        .buffered(BATCH_READS)
+        .collect()
+        .await;
     let mut commits = Vec::with_capacity(commands.len());
     let mut outcomes = Vec::with_capacity(commands.len());
-    for command in commands {
-        let (which, trigger) = target(command);
-        let prepared = prepare(store, &which, &trigger, &mut |loaded, now| {
-            decide(command, loaded, now)
-        })
-        .await;
+    for ((command, (which, trigger)), loaded) in commands.iter().zip(&targets).zip(loads) {
+        let prepared = match loaded {
+            Ok(loaded) => decided(loaded.as_ref(), trigger, &mut |loaded, now| {
+                decide(command, loaded, now)
+            }),
+            Err(error) => Err(E::from(error)),
+        };
         match prepared {
             Ok((commit, outcome)) => {
                 commits.extend(commit);
@@ -218,23 +309,17 @@ where
     }
 }
 
-/// One decision: loads the payment `which` refers to and lets `decide`
-/// judge it at `now`; answers the commit that records the decision (`None`
-/// when nothing is written) and the command's outcome once it is committed.
-async fn prepare<S, A, R, E>(
-    store: &S,
-    which: &PaymentRef,
+/// One decision on `loaded`, judged at now: the commit that records it
+/// (`None` when nothing is written) and the command's outcome once it is
+/// committed.
+fn decided<A, R, E>(
+    loaded: Option<&Snapshot>,
     trigger: &Trigger,
     decide: &mut impl FnMut(Option<&Snapshot>, DateTime<Utc>) -> Result<Decision<A, R>, E>,
-) -> Result<(Option<Commit>, Ran<A, R>), E>
-where
-    S: PaymentRepository,
-    E: From<StoreError>,
-{
-    let loaded = store.load(which).await?;
+) -> Result<(Option<Commit>, Ran<A, R>), E> {
     let now = Utc::now();
-    let expected_version = loaded.as_ref().map_or(0, |s| s.payment.version());
-    Ok(match decide(loaded.as_ref(), now)? {
+    let expected_version = loaded.map_or(0, |s| s.payment.version());
+    Ok(match decide(loaded, now)? {
         Decision::Answer(answer) => (None, Ran::Answered(answer)),
         Decision::Acknowledge(answer) => {
             let seen = trigger.inbox().map(|inbox| Commit {

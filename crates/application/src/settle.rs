@@ -14,8 +14,8 @@ use crate::cancel::release_unapproved;
 use crate::error::{Classify, Contended};
 use crate::gateway::{GatewayPayment, GatewayStatus, PaymentGateway};
 use crate::integration::{self, Causation, Topics};
-use crate::ports::{PaymentRef, PaymentRepository, StoreError};
-use crate::runner::{run, Change, Decision, Ran, Trigger};
+use crate::ports::{PaymentRef, PaymentRepository, Snapshot, StoreError};
+use crate::runner::{run, run_from, Change, Decision, Ran, Trigger};
 
 /// Carries out the refunds asked while `settled`'s approval was unknown
 /// (the cancel use case's [`carry_out_waiting_cancels`]), if it has any:
@@ -131,11 +131,31 @@ pub async fn settle_approval<R: PaymentRepository>(
     resolution: &Resolution,
     causation: &Causation,
 ) -> Result<Payment, SettleError> {
+    settle_approval_on(repository, topics, payment_id, resolution, causation, None).await
+}
+
+/// [`settle_approval`], deciding first on `known` — the snapshot the
+/// caller's own commit left (a confirm's start) — instead of reading the
+/// payment again. The version guard stays: if anyone changed the payment
+/// since, the commit conflicts and the payment is read and decided again.
+///
+/// # Errors
+/// [`SettleError`].
+pub(crate) async fn settle_approval_on<R: PaymentRepository>(
+    repository: &R,
+    topics: &Topics,
+    payment_id: PaymentId,
+    resolution: &Resolution,
+    causation: &Causation,
+    known: Option<Snapshot>,
+) -> Result<Payment, SettleError> {
     let which = PaymentRef::Id(payment_id);
-    let ran = run(
+    let (ran, _) = run_from(
         repository,
         &which,
         &Trigger::Untracked,
+        known,
+        false,
         |loaded, now| -> Result<_, SettleError> {
             let loaded = loaded.ok_or(SettleError::NotFound(payment_id))?;
             let payment = &loaded.payment;

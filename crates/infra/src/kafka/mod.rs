@@ -74,7 +74,7 @@ impl KafkaSettings {
             // key lands on the same partition whichever relay sent it.
             .set("partitioner", "murmur2_random")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", "1")
             .set("message.timeout.ms", "30000")
             .create()
             .context("create Kafka producer")

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use futures::future::BoxFuture;
 use payment_application::HealthProbe;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::MySqlPool;
+use sqlx::{Connection as _, MySqlPool};
 
 pub use idempotency::MariaDbIdempotencyKeys;
 pub use outbox_prune::{OutboxPruner, OutboxTable};
@@ -36,10 +36,34 @@ pub fn connect_lazy(
     acquire_timeout: Duration,
 ) -> anyhow::Result<MySqlPool> {
     let options: MySqlConnectOptions = url.parse().context("invalid database URL")?;
-    Ok(MySqlPoolOptions::new()
+    Ok(pool_options(max_connections, acquire_timeout).connect_lazy_with(options))
+}
+
+/// A pooled connection idle at least this long is pinged before it is
+/// handed out; one in use a moment ago is not.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// The pool's settings. sqlx's default pings EVERY connection it hands out
+/// (`test_before_acquire`): a second round trip for each primary-key read
+/// and one more per transaction. Here only a connection that sat idle for
+/// [`PING_IF_IDLE_FOR`] is pinged (and replaced when the ping fails); a
+/// connection that broke within that second fails its query, which the
+/// caller sees as [`payment_application::StoreError::Unavailable`] and
+/// retries as any outage.
+#[must_use]
+pub fn pool_options(max_connections: u32, acquire_timeout: Duration) -> MySqlPoolOptions {
+    MySqlPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
-        .connect_lazy_with(options))
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// Applies pending migrations.
