@@ -103,6 +103,23 @@ pub async fn publish_all(producer: &FutureProducer, topic: &str, messages: &[(St
 
 /// Reads `topic` from the beginning (a fresh group) until `done` says the
 /// messages so far are enough, or `timeout` passes; answers all of them.
+/// Reads `topic` until `arrived` holds (40 s at most), then 2 s more, so
+/// that what must NOT come has had its chance too: for tests that expect
+/// exactly these records, whatever a consumer group's join costs.
+pub async fn read_then_settle(
+    topic: &str,
+    mut arrived: impl FnMut(&[Received]) -> bool,
+) -> Vec<Received> {
+    let mut since: Option<Instant> = None;
+    read_until(topic, Duration::from_secs(40), |seen| {
+        if since.is_none() && arrived(seen) {
+            since = Some(Instant::now());
+        }
+        since.is_some_and(|at| at.elapsed() >= Duration::from_secs(2))
+    })
+    .await
+}
+
 pub async fn read_until(
     topic: &str,
     timeout: Duration,

@@ -202,13 +202,16 @@ async fn the_same_key_while_the_first_request_runs_is_409(
     pool_options: MySqlPoolOptions,
     db: MySqlConnectOptions,
 ) {
-    let w = TossWorld::start(pool_options, db, Reconciler::Off, 5_000).await;
+    let w = TossWorld::start(pool_options, db, Reconciler::Off, 10_000).await;
     let payment_id = paid(&w, "order-inflight-1", "tgen_inflight_1", 4_000).await;
-    w.toss.set_scenario(Scenario::Delay { millis: 1_000 });
+    w.toss.set_scenario(Scenario::Delay { millis: 3_000 });
     let body = json!({ "cancelReason": "slow", "cancelAmount": 1000 });
 
+    // The second goes once the first is at Toss: its key claimed.
     let (first, second) = tokio::join!(w.cancel(&payment_id, Some("slow-1"), &body), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        while w.toss.calls().cancel_requests == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         w.cancel(&payment_id, Some("slow-1"), &body).await
     });
     assert_eq!(first.status(), 200);
@@ -322,8 +325,9 @@ async fn a_refund_toss_made_but_answered_with_an_error_is_recorded_once(
         "Toss's key of that refund"
     );
     let announced: Vec<_> =
-        payment_e2e::kafka::read_until(&w.topics.payment_canceled, Duration::from_secs(5), |_| {
-            false
+        payment_e2e::kafka::read_then_settle(&w.topics.payment_canceled, |seen| {
+            seen.iter()
+                .any(|m| m.json()["subject"] == payment_id.as_str())
         })
         .await
         .into_iter()
