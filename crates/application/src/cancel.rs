@@ -1397,14 +1397,26 @@ mod tests {
         assert_eq!(gateway.cancels(), sent, "looked up, never re-sent");
     }
 
-    #[tokio::test]
-    async fn a_cancel_that_cannot_be_settled_in_time_is_escalated_and_never_retried() {
+    /// A cancel of 4,000 whose outcome the PG could not tell in time (its
+    /// lookups fail), looked at by the reconciler once it is overdue.
+    async fn escalated_cancel() -> (
+        MemoryRepository,
+        Scripted,
+        PaymentTransaction,
+        CancelResolved,
+    ) {
         let (repository, gateway, use_case, payment) = given(Stage::Done).await;
         gateway
             .lookup_fails
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let transaction = unknown_cancel(&repository, &use_case, &payment, 4_000).await;
         let resolved = resolve(&repository, &gateway, overdue(), &transaction).await;
+        (repository, gateway, transaction, resolved)
+    }
+
+    #[tokio::test]
+    async fn a_cancel_that_cannot_be_settled_in_time_is_escalated_and_never_retried() {
+        let (repository, gateway, transaction, resolved) = escalated_cancel().await;
         let CancelResolved::Escalated(escalated) = resolved else {
             panic!("{resolved:?}")
         };
@@ -1437,12 +1449,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_operator_settles_an_escalated_cancel_from_what_the_pg_shows_never_sending_it() {
-        let (repository, gateway, use_case, payment) = given(Stage::Done).await;
-        gateway
-            .lookup_fails
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let transaction = unknown_cancel(&repository, &use_case, &payment, 4_000).await;
-        let resolved = resolve(&repository, &gateway, overdue(), &transaction).await;
+        let (repository, gateway, transaction, resolved) = escalated_cancel().await;
         assert!(
             matches!(resolved, CancelResolved::Escalated(_)),
             "{resolved:?}"
