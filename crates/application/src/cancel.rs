@@ -435,9 +435,10 @@ impl CancelSettings {
     }
 
     /// How a cancel sent before with an unknown outcome may be sent at
-    /// `now` — once more with its key while it is young enough, else never
-    /// (only looked up) — and its age: the one rule of every path that
-    /// meets such a cancel again (the reconciler, a repeated request).
+    /// `now` — once more with its key while it is young enough and not
+    /// escalated, else never (only looked up) — and its age: the one rule
+    /// of every path that meets such a cancel again (the reconciler, a
+    /// repeated request, an operator).
     fn sends_again(
         &self,
         snapshot: &Snapshot,
@@ -447,7 +448,9 @@ impl CancelSettings {
         let age = (now - sendable_since(snapshot, transaction))
             .to_std()
             .unwrap_or_default();
-        let sends = if approved(&snapshot.payment) && age < self.resend_until() {
+        let escalated =
+            pending_of(&snapshot.payment, transaction.id()).is_some_and(|p| p.escalated);
+        let sends = if approved(&snapshot.payment) && !escalated && age < self.resend_until() {
             Sends::Again
         } else {
             Sends::Never
@@ -525,10 +528,7 @@ pub async fn resolve_cancel<R: PaymentRepository, G: PaymentGateway>(
     if payment.status() == PaymentStatus::InProgress {
         return Ok(CancelResolved::WaitingForApproval);
     }
-    let (mut sends, age) = settings.sends_again(&snapshot, transaction, Utc::now());
-    if pending.escalated {
-        sends = Sends::Never;
-    }
+    let (sends, age) = settings.sends_again(&snapshot, transaction, Utc::now());
     let learned = learn(repository, gateway, payment, &pending, transaction, sends).await?;
     let resolution = match learned {
         Learned::Settled(resolution) => resolution,
